@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 import wave
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,9 @@ REQUIRED_TOOLS = ("espeak-ng", "text2wave", "sox")
 
 TARGET_RATE = 16000
 EDGE_SILENCE_S = 0.5  # leading and trailing silence of every clip
-TARGET_CLIP_S = 6.5  # add sentences until the clip is at least this long ...
-MIN_CLIP_S = 6.0  # ... and check it ends up inside [MIN_CLIP_S, MAX_CLIP_S]
+TARGET_SPEECH_S = 5.0  # add sentences until the text lasts this long at the clip's nominal speaking rate
+FESTIVAL_WPM = 160  # festival has no rate parameter: nominal rate used for its sentence selection
+MIN_CLIP_S = 6.0  # every finished clip is checked to lie inside [MIN_CLIP_S, MAX_CLIP_S]
 MAX_CLIP_S = 14.0
 MIN_SENTENCES = 2
 MAX_SENTENCES = 4
@@ -77,8 +78,22 @@ FESTIVAL_VOICES = {  # festival voice -> (language tag, gender, short speaker na
     "cmu_us_slt_arctic_hts": ("en-us", "female", "slt"),
 }
 LABEL_COLUMNS = (
-    "path", "engine", "voice", "variant", "gender", "accent", "pitch", "rate", "amplitude", "whisper",
-    "sox_effect", "contrast_set", "sample_rate", "channels", "duration_s", "text",
+    "path",
+    "engine",
+    "voice",
+    "variant",
+    "gender",
+    "accent",
+    "pitch",
+    "rate",
+    "amplitude",
+    "whisper",
+    "sox_effect",
+    "contrast_set",
+    "sample_rate",
+    "channels",
+    "duration_s",
+    "text",
 )
 
 
@@ -134,7 +149,8 @@ class ClipSpec:
         if self.engine == "festival":
             parts = ["festival", self.voice]
         else:
-            parts = ["espeak", self.voice, self.variant, f"p{self.pitch}", f"s{self.rate}", f"a{self.amplitude}"]
+            parts = ["espeak", self.voice, self.variant]
+            parts += [f"p{self.pitch}", f"s{self.rate}", f"a{self.amplitude}"]
         if self.sox_effect:
             parts.append(effect_slug(self.sox_effect))
         if self.sample_rate != TARGET_RATE:
@@ -146,39 +162,67 @@ class ClipSpec:
 
 
 def effect_slug(effect: str) -> str:
-    """ASCII file-name fragment for a sox effect: ``pitch +300`` -> ``pitchup300``, ``tempo 0.8`` -> ``tempo080``."""
+    """File-name part for a sox effect: ``pitch +300`` -> ``pitchup300``, ``tempo 0.8`` -> ``tempo080``."""
     name, _, value = effect.partition(" ")
     if name == "pitch":
         return f"pitch{'down' if value.startswith('-') else 'up'}{value.lstrip('+-')}"
     return f"{name}{round(float(value) * 100):03d}"
 
 
+def espeak_clip(
+    text_key: int,
+    contrast_set: str,
+    voice: str = "en-us",
+    variant: str = "m3",
+    *,
+    pitch: int = 50,
+    rate: int = 160,
+    amplitude: int = 100,
+    sox_effect: str = "",
+    sample_rate: int = TARGET_RATE,
+    channels: int = 1,
+) -> ClipSpec:
+    """Describe an espeak-ng clip (index is assigned later by ``clip_specs``)."""
+    return ClipSpec(
+        index=0,
+        text_key=text_key,
+        engine="espeak-ng",
+        voice=voice,
+        variant=variant,
+        contrast_set=contrast_set,
+        pitch=pitch,
+        rate=rate,
+        amplitude=amplitude,
+        sox_effect=sox_effect,
+        sample_rate=sample_rate,
+        channels=channels,
+    )
+
+
+def festival_clip(text_key: int, voice: str) -> ClipSpec:
+    return ClipSpec(
+        index=0, text_key=text_key, engine="festival", voice=voice, variant=voice, contrast_set="festival"
+    )
+
+
 def clip_specs() -> list[ClipSpec]:
-    """The fixed list of clips. Contrast sets use one voice and change a single parameter."""
-    rows: list[dict[str, object]] = []
-
-    def espeak(key: int, contrast: str, voice: str, variant: str, pitch: int = 50, rate: int = 160,
-               amplitude: int = 100, **extra: object) -> None:
-        rows.append(dict(text_key=key, engine="espeak-ng", voice=voice, variant=variant, contrast_set=contrast,
-                         pitch=pitch, rate=rate, amplitude=amplitude, **extra))
-
-    for k in range(4):  # contrast pairs share text_key, hence the same sentences
-        espeak(k, "pitch_low", "en-us", "m3", pitch=20)
-        espeak(k, "pitch_high", "en-us", "m3", pitch=80)
+    """Return the fixed list of clips. Each contrast set uses en-us+m3 and changes one parameter."""
+    specs: list[ClipSpec] = []
+    for k in range(4):  # contrast pairs share text_key and rate, hence the same sentences
+        specs += [espeak_clip(k, "pitch_low", pitch=20), espeak_clip(k, "pitch_high", pitch=80)]
     for k in range(4, 8):
-        espeak(k, "rate_slow", "en-us", "m3", rate=110)
-        espeak(k, "rate_fast", "en-us", "m3", rate=240)
+        specs += [espeak_clip(k, "rate_slow", rate=110), espeak_clip(k, "rate_fast", rate=240)]
     for k in range(8, 12):
-        espeak(k, "amp_soft", "en-us", "m3", amplitude=40)
-        espeak(k, "amp_loud", "en-us", "m3", amplitude=190)
-    for k, voice in enumerate(("en-us", "en-gb-x-rp", "en-us", "en-gb-scotland"), start=12):
-        espeak(k, "whisper", voice, "whisperf")
-    for k, voice in enumerate(("en-us", "en-gb-x-rp"), start=16):
-        espeak(k, "whisper", voice, "whisper")
-    for k, voice in enumerate(("kal_diphone",) * 3 + ("cmu_us_slt_arctic_hts",) * 3, start=18):
-        rows.append(dict(text_key=k, engine="festival", voice=voice, variant=voice, contrast_set="festival"))
-    for k, effect in enumerate(("pitch +300", "pitch -300", "tempo 0.8", "tempo 1.25"), start=24):
-        espeak(k, "sox", "en-us", "m3", sox_effect=effect)
+        specs += [espeak_clip(k, "amp_soft", amplitude=40), espeak_clip(k, "amp_loud", amplitude=190)]
+    whispers = [("en-us", "whisperf"), ("en-gb-x-rp", "whisperf"), ("en-us", "whisperf")]
+    whispers += [("en-gb-scotland", "whisperf"), ("en-us", "whisper"), ("en-gb-x-rp", "whisper")]
+    specs += [
+        espeak_clip(k, "whisper", voice, variant) for k, (voice, variant) in enumerate(whispers, start=12)
+    ]
+    festival_voices = ["kal_diphone"] * 3 + ["cmu_us_slt_arctic_hts"] * 3
+    specs += [festival_clip(k, voice) for k, voice in enumerate(festival_voices, start=18)]
+    effects = ("pitch +300", "pitch -300", "tempo 0.8", "tempo 1.25")
+    specs += [espeak_clip(k, "sox", sox_effect=effect) for k, effect in enumerate(effects, start=24)]
     mixed = (  # voice, variant, pitch, rate, sample rate, channels
         ("en-gb-x-rp", "m1", 40, 170, TARGET_RATE, 1),
         ("en-gb-scotland", "m2", 55, 180, 22050, 1),
@@ -193,15 +237,31 @@ def clip_specs() -> list[ClipSpec]:
         ("en-gb-x-rp", "f5", 60, 160, TARGET_RATE, 1),
     )
     for k, (voice, variant, pitch, rate, sample_rate, channels) in enumerate(mixed, start=28):
-        espeak(k, "mixed", voice, variant, pitch=pitch, rate=rate, sample_rate=sample_rate, channels=channels)
-    return [ClipSpec(index=i, **row) for i, row in enumerate(rows, start=1)]  # type: ignore[arg-type]
+        options = {"pitch": pitch, "rate": rate, "sample_rate": sample_rate, "channels": channels}
+        specs.append(espeak_clip(k, "mixed", voice, variant, **options))
+    return [replace(spec, index=number) for number, spec in enumerate(specs, start=1)]
 
 
-def sentence_order(text_key: int) -> Iterator[str]:
+def sentence_order(text_key: int) -> list[str]:
     """Consecutive sentences from a start that hops through the list (7 is coprime to 30)."""
     start = (text_key * 7) % len(SENTENCES)
-    for offset in range(MAX_SENTENCES):
-        yield SENTENCES[(start + offset) % len(SENTENCES)]
+    return [SENTENCES[(start + offset) % len(SENTENCES)] for offset in range(MAX_SENTENCES)]
+
+
+def select_sentences(spec: ClipSpec) -> list[str]:
+    """Enough sentences (2..4) to fill TARGET_SPEECH_S at the nominal rate.
+
+    The choice depends on the parameters only, never on the rendered audio, so contrast pairs
+    with equal rate (pitch, amplitude) speak exactly the same text.
+    """
+    wpm = (spec.rate or FESTIVAL_WPM) / spec.duration_factor
+    words_needed = TARGET_SPEECH_S * wpm / 60
+    chosen: list[str] = []
+    for sentence in sentence_order(spec.text_key):
+        chosen.append(sentence)
+        if len(chosen) >= MIN_SENTENCES and sum(len(text.split()) for text in chosen) >= words_needed:
+            break
+    return chosen
 
 
 def pause_s(text_key: int, gap: int) -> float:
@@ -213,13 +273,13 @@ def run(cmd: Sequence[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr.strip()}")
-    if result.stderr.strip():  # e.g. sox clipping warnings: show them, never hide them
-        print(f"[{Path(cmd[0]).name}] {result.stderr.strip()}", file=sys.stderr)
+    for line in result.stderr.strip().splitlines():  # e.g. sox clipping warnings: show them, never hide them
+        print(f"  {cmd[0]}: {line}", file=sys.stderr)
 
 
 def espeak_command(spec: ClipSpec, text: str, wav: Path) -> list[str]:
-    return ["espeak-ng", "-v", f"{spec.voice}+{spec.variant}", "-p", str(spec.pitch), "-s", str(spec.rate),
-            "-a", str(spec.amplitude), "-w", str(wav), text]
+    options = ["-p", str(spec.pitch), "-s", str(spec.rate), "-a", str(spec.amplitude)]
+    return ["espeak-ng", "-v", f"{spec.voice}+{spec.variant}", *options, "-w", str(wav), text]
 
 
 def festival_command(spec: ClipSpec, text_file: Path, wav: Path) -> list[str]:
@@ -234,31 +294,8 @@ def synthesize(spec: ClipSpec, text: str, wav: Path) -> None:
         text_file = wav.with_suffix(".txt")
         text_file.write_text(text + "\n", encoding="ascii")
         run(festival_command(spec, text_file, wav))
-
-
-def wav_seconds(wav: Path) -> float:
-    with wave.open(str(wav), "rb") as handle:
-        return handle.getnframes() / handle.getframerate()
-
-
-def render_sentences(spec: ClipSpec, workdir: Path) -> tuple[list[Path], list[str]]:
-    """Synthesize sentences until the finished clip would reach TARGET_CLIP_S (2..4 sentences)."""
-    wavs: list[Path] = []
-    texts: list[str] = []
-    for number, text in enumerate(sentence_order(spec.text_key)):
-        wav = workdir / f"sentence{number}.wav"
-        synthesize(spec, text, wav)
-        wavs.append(wav)
-        texts.append(text)
-        if len(wavs) >= MIN_SENTENCES and estimated_seconds(spec, wavs) >= TARGET_CLIP_S:
-            break
-    return wavs, texts
-
-
-def estimated_seconds(spec: ClipSpec, wavs: Sequence[Path]) -> float:
-    speech = sum(wav_seconds(wav) for wav in wavs)
-    pauses = sum(pause_s(spec.text_key, gap) for gap in range(len(wavs) - 1))
-    return (speech + pauses) * spec.duration_factor + 2 * EDGE_SILENCE_S
+    if not wav.is_file() or wav.stat().st_size == 0:  # text2wave exits 0 even when the voice is missing
+        raise RuntimeError(f"{spec.engine} wrote no audio for voice {spec.voice!r} (is it installed?)")
 
 
 def concatenate(spec: ClipSpec, wavs: Sequence[Path], target: Path) -> None:
@@ -286,7 +323,7 @@ def sox_command(spec: ClipSpec, source: Path, native_rate: int, target: Path) ->
         cmd += ["channels", "2"]
     if spec.sample_rate != native_rate:
         cmd += ["rate", "-v", str(spec.sample_rate)]
-    return cmd + ["pad", str(EDGE_SILENCE_S), str(EDGE_SILENCE_S)]
+    return [*cmd, "pad", str(EDGE_SILENCE_S), str(EDGE_SILENCE_S)]
 
 
 def sox_info(path: Path, flag: str) -> int:
@@ -296,7 +333,10 @@ def sox_info(path: Path, flag: str) -> int:
 
 def make_clip(spec: ClipSpec, corpus: Path, workdir: Path) -> dict[str, str]:
     """Render one clip into ``corpus`` and return its labels.csv row."""
-    wavs, texts = render_sentences(spec, workdir)
+    texts = select_sentences(spec)
+    wavs = [workdir / f"sentence{number}.wav" for number in range(len(texts))]
+    for text, wav in zip(texts, wavs, strict=True):
+        synthesize(spec, text, wav)
     joined = workdir / "joined.wav"
     concatenate(spec, wavs, joined)
     with wave.open(str(joined), "rb") as handle:
@@ -306,7 +346,8 @@ def make_clip(spec: ClipSpec, corpus: Path, workdir: Path) -> dict[str, str]:
 
     sample_rate, channels = sox_info(target, "-r"), sox_info(target, "-c")
     if (sample_rate, channels) != (spec.sample_rate, spec.channels):
-        raise RuntimeError(f"{target}: got {sample_rate} Hz x{channels}, wanted {spec.sample_rate} x{spec.channels}")
+        wanted = (spec.sample_rate, spec.channels)
+        raise RuntimeError(f"{target}: got (rate, channels) {(sample_rate, channels)}, wanted {wanted}")
     duration = sox_info(target, "-s") / sample_rate
     if not MIN_CLIP_S <= duration <= MAX_CLIP_S:
         raise RuntimeError(f"{target}: duration {duration:.2f} s outside [{MIN_CLIP_S}, {MAX_CLIP_S}]")
@@ -357,14 +398,20 @@ def write_outputs(out: Path, labels: Sequence[dict[str, str]], manifest: Sequenc
 def check_tools() -> None:
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
-        sys.exit(f"error: missing command-line tool(s): {', '.join(missing)} "
-                 "(Debian: apt-get install espeak-ng festival festvox-kallpc16k festvox-us-slt-hts sox)")
+        sys.exit(
+            f"error: missing command-line tool(s): {', '.join(missing)} "
+            "(Debian: apt-get install espeak-ng festival festvox-kallpc16k festvox-us-slt-hts sox)"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "examples",
-                        help="output folder (default: examples/ in the repository)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "examples",
+        help="output folder (default: examples/ in the repository)",
+    )
     return parser.parse_args(argv)
 
 
