@@ -1,0 +1,1 @@
+"""Annotation stages: plain classes (configure, `setup()` once, call on a batch of rows), no Ray."""

@@ -1,0 +1,79 @@
+"""The acoustic captioner: a cascaded CPU backend (measure → tag → word), after ParaSpeechCaps'
+basic tags. Each segment gets `views` fine-grained captions (view i drawn with seed `seed + i`) and,
+optionally, one global one-sentence caption; the measured numbers and tags travel as columns.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
+
+from annotate.acoustics import AcousticsConfig, measure
+from annotate.audio import decode_flac
+from annotate.base import Row, StrictConfig
+from annotate.phrasing import PROMPT_HASH, PROMPT_ID, fine_caption, global_caption
+from annotate.tags import StyleTags, TagBins, tag
+
+BACKEND = "acoustic"
+MODEL = "stylecaps-acoustic/1"
+
+
+class AcousticCaptionerConfig(StrictConfig):
+    views: Annotated[int, Field(ge=1, le=64)] = 3
+    seed: int = 0
+    global_view: bool = True
+    acoustics: AcousticsConfig = AcousticsConfig()
+    bins: TagBins = TagBins()
+
+
+def caption_record(text: str, granularity: str, view: int, seed: int) -> dict[str, Any]:
+    """A caption with its provenance; the verifier fills `verdict`."""
+    return {
+        "text": text,
+        "granularity": granularity,
+        "view": view,
+        "backend": BACKEND,
+        "model": MODEL,
+        "prompt_id": PROMPT_ID,
+        "prompt_hash": PROMPT_HASH,
+        "seed": seed,
+        "sampling": "{}",
+        "verdict": None,
+    }
+
+
+class AcousticCaptioner:
+    name: ClassVar[str] = "caption"
+
+    def __init__(self, config: AcousticCaptionerConfig) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        """Nothing to load: parselmouth and pyloudnorm are plain signal processing."""
+
+    def captions(self, segment_id: str, tags: StyleTags) -> list[dict[str, Any]]:
+        out = []
+        for view in range(self.config.views):
+            seed = self.config.seed + view
+            rng = random.Random(f"{segment_id}:{seed}")
+            out.append(caption_record(fine_caption(tags, rng), "fine", view, seed))
+        if self.config.global_view:
+            out.append(caption_record(global_caption(tags), "global", 0, self.config.seed))
+        return out
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        out = []
+        for row in rows:
+            features = measure(decode_flac(row["audio"]["bytes"]), self.config.acoustics)
+            tags = tag(features, self.config.bins, self.config.acoustics.whisper_voiced_ratio)
+            out.append(
+                {
+                    **row,
+                    **features.as_row(),
+                    "tags": tags.as_row(),
+                    "captions": self.captions(row["segment_id"], tags),
+                }
+            )
+        return out

@@ -1,0 +1,124 @@
+"""The `stylecaps` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.config import ConfigError, load_config
+from pipeline.rundir import MANIFEST, RunDirError
+from pipeline.sources import SourceError
+from pipeline.summary import summary_table
+
+app = typer.Typer(
+    help="Build verified speaking-style caption corpora (segment → caption → verify → Parquet shards) "
+    "on a Ray cluster, and train speech-text encoders from them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+stdout = Console()
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Run config (YAML), e.g. configs/demo.yaml.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def annotate(
+    config: ConfigOption,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Audio file, folder (recursive), glob, or CSV/JSONL manifest with a "
+            "'path' column; repeatable; replaces the config's sources.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<config name>).")
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="'ray' (Ray Data, the default) or 'local' (same stages in a plain loop, for debugging)."
+        ),
+    ] = "ray",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Segment, caption and verify audio into Parquet shards in a run directory.
+
+    Re-running the same command on the same --out resumes: finished inputs are skipped and no
+    segment is written twice. Failed inputs and segments go to failures.parquet with their reason.
+    """
+    from pipeline.runner import annotate as run_annotate
+
+    if executor not in ("ray", "local"):
+        raise _fail(f"--executor must be 'ray' or 'local', not '{executor}'")
+    try:
+        run_config = load_config(config)
+        out = out or Path("runs") / config.stem
+        with Progress(
+            TextColumn("[bold]annotating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("inputs"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("inputs", total=None)
+            report = run_annotate(
+                run_config,
+                out,
+                inputs=inputs,
+                executor=executor,  # type: ignore[arg-type]
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except (ConfigError, SourceError, RunDirError) as error:
+        raise _fail(str(error)) from None
+    stdout.print(
+        summary_table(report.totals, report.wall_s, report.audio_s_processed, title=f"stylecaps run {out}")
+    )
+    if report.inputs_skipped:
+        stdout.print(f"resumed: {report.inputs_skipped} inputs were already done and skipped")
+
+
+@app.command()
+def summary(run: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Print the summary table of a run directory from its manifest."""
+    manifest_path = run / MANIFEST
+    if not manifest_path.exists():
+        raise _fail(f"{run} holds no {MANIFEST}")
+    manifest = json.loads(manifest_path.read_text())
+    state = "complete" if manifest.get("complete") else "incomplete (interrupted or running)"
+    stdout.print(summary_table(manifest["totals"], title=f"stylecaps run {run}: {state}"))
+
+
+@app.command("config")
+def show_config(config: ConfigOption) -> None:
+    """Validate a config and print it with every default filled in."""
+    try:
+        run_config = load_config(config)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    stdout.print(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False), end="", highlight=False)
+    stdout.print(f"# processing hash: {run_config.processing_hash()}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,126 @@
+"""Run configuration: YAML (safe_load) validated by pydantic, unknown keys rejected.
+
+Only the processing sections (segment, caption, verify, write) enter the config hash that guards
+resuming a run directory; sources and cluster resources may change between invocations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from annotate.base import StrictConfig
+from annotate.captioner import AcousticCaptionerConfig
+from annotate.segment import SegmenterConfig
+from verify.rules import RulesVerifierConfig
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the offending key."""
+
+
+class SourceSpec(StrictConfig):
+    """One input: a file, a folder (recursive), a glob, or a CSV/JSONL manifest."""
+
+    path: str
+    speaker: str | None = Field(default=None, description="Speaker label given to every file of this input.")
+
+
+class CaptionConfig(StrictConfig):
+    backend: Literal["acoustic"] = "acoustic"
+    acoustic: AcousticCaptionerConfig = AcousticCaptionerConfig()
+
+
+class VerifyConfig(StrictConfig):
+    backend: Literal["rules"] = "rules"
+    rules: RulesVerifierConfig = RulesVerifierConfig()
+
+
+class WriteConfig(StrictConfig):
+    rows_per_shard: Annotated[int, Field(gt=0)] = 1000
+    row_group_rows: Annotated[int, Field(gt=0)] = 100
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    fsync: bool = Field(default=True, description="fsync shards and manifest before they count as committed.")
+
+
+class StageResources(StrictConfig):
+    """Ray resources of one worker of a stage group; stages with equal resources share a worker."""
+
+    num_cpus: Annotated[float, Field(ge=0)] = 1.0
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    concurrency: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Workers in the pool; default: as many as the cluster's CPUs allow."
+    )
+
+
+class RayConfig(StrictConfig):
+    address: str | None = Field(
+        default=None, description="Existing cluster address; None starts a local one."
+    )
+    num_cpus: Annotated[int, Field(gt=0)] | None = Field(default=None, description="CPUs of a local cluster.")
+    cpu_stages: StageResources = StageResources()
+
+
+class RunConfig(StrictConfig):
+    sources: list[SourceSpec] = Field(default_factory=list)
+    segment: SegmenterConfig = SegmenterConfig()
+    caption: CaptionConfig = CaptionConfig()
+    verify: VerifyConfig = VerifyConfig()
+    write: WriteConfig = WriteConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_as_strings(cls, data: Any) -> Any:
+        # `sources: [a/, b.csv]` is the common short form of `sources: [{path: a/}, ...]`.
+        if isinstance(data, dict) and isinstance(data.get("sources"), list):
+            data = dict(data)
+            data["sources"] = [{"path": s} if isinstance(s, str) else s for s in data["sources"]]
+        return data
+
+    def processing_hash(self) -> str:
+        """Hash of everything that changes what is written for a segment."""
+        processing = self.model_dump(mode="json", include={"segment", "caption", "verify", "write"})
+        processing["write"].pop("fsync", None)
+        blob = json.dumps(processing, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{key}'{more}"
+    return f"invalid value for '{key}': {first['msg']}{more}"
+
+
+def parse_config(data: Any, origin: str = "config") -> RunConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: {_one_line(error)}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_config(data, origin=str(path))

@@ -1,0 +1,1 @@
+"""Caption verification stages: plain classes (configure, `setup()` once, call on a batch), no Ray."""

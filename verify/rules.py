@@ -1,0 +1,207 @@
+"""The rules verifier: the FCaps checklist as deterministic rules with stable ids.
+
+Each caption gets a verdict {passed, failed_checks, reasons, verifier}. A rejected caption stays
+in the shard with its verdict; nothing is dropped here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from annotate.base import Row, StrictConfig
+
+CheckId = Literal[
+    "no_quotes", "no_transcript", "no_background", "no_absence", "single_speaker", "length", "no_newlines"
+]
+ALL_CHECKS: tuple[CheckId, ...] = (
+    "no_quotes",
+    "no_transcript",
+    "no_background",
+    "no_absence",
+    "single_speaker",
+    "length",
+    "no_newlines",
+)
+VERIFIER = "rules/1"
+
+BACKGROUND_TERMS = (
+    "background",
+    "environment",
+    "ambient",
+    "ambience",
+    "noise",
+    "noisy",
+    "music",
+    "musical accompaniment",
+    "reverb",
+    "reverberation",
+    "echo",
+    "echoing",
+    "room",
+    "studio",
+    "recording",
+    "recorded",
+    "microphone",
+    "mic",
+    "audio quality",
+    "sound quality",
+    "low quality",
+    "high quality",
+    "low-quality",
+    "high-quality",
+    "static",
+    "hiss",
+    "hum",
+    "distortion",
+    "distorted",
+    "clipping",
+    "compression artifacts",
+    "bitrate",
+    "channel",
+    "traffic",
+    "wind",
+    "crowd noise",
+    "applause",
+    "laughter in the",
+)
+ABSENCE_PATTERNS = (
+    r"\bno\b",
+    r"\bnot\b",
+    r"\bnone\b",
+    r"\bnever\b",
+    r"\bwithout\b",
+    r"\black(?:s|ing)?\b",
+    r"\bfree (?:from|of)\b",
+    r"\babsen(?:t|ce)\b",
+    r"\bdevoid\b",
+    r"\bn't\b",
+    r"\w+n't\b",
+)
+MULTI_SPEAKER_TERMS = (
+    "speakers",
+    "two voices",
+    "several voices",
+    "multiple voices",
+    "other voices",
+    "another voice",
+    "another speaker",
+    "second speaker",
+    "other speaker",
+    "multiple people",
+    "several people",
+    "two people",
+    "conversation",
+    "dialogue",
+    "dialog",
+    "interview",
+    "take turns",
+    "taking turns",
+    "chorus",
+    "in unison",
+)
+# Straight and typographic double quotes, guillemets, and single quotes that open or close a quote
+# (an apostrophe inside a word, as in speaker's, is not a quotation mark).
+QUOTE_PATTERN = r"[\"“”„«»‹›]|(?<!\w)['‘’]|['‘’](?!\w)"
+
+
+class LengthBounds(StrictConfig):
+    min_chars: Annotated[int, Field(ge=0)]
+    max_chars: Annotated[int, Field(gt=0)] | None = None
+
+
+class RulesVerifierConfig(StrictConfig):
+    checks: list[CheckId] = Field(default_factory=lambda: list(ALL_CHECKS))
+    fine_length: LengthBounds = LengthBounds(min_chars=128, max_chars=768)
+    global_length: LengthBounds = LengthBounds(min_chars=32)
+    transcript_ngram: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="A run of this many consecutive transcript words in a caption fails it."
+    )
+    extra_background_terms: list[str] = Field(default_factory=list)
+    extra_multi_speaker_terms: list[str] = Field(default_factory=list)
+
+
+def _term_pattern(terms: tuple[str, ...] | list[str]) -> re.Pattern[str]:
+    alternatives = sorted((re.escape(t) for t in terms), key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+class RulesVerifier:
+    name: ClassVar[str] = "verify"
+
+    def __init__(self, config: RulesVerifierConfig) -> None:
+        self.config = config
+        self._background = _term_pattern(BACKGROUND_TERMS + tuple(config.extra_background_terms))
+        self._multi = _term_pattern(MULTI_SPEAKER_TERMS + tuple(config.extra_multi_speaker_terms))
+        self._absence = re.compile("|".join(ABSENCE_PATTERNS), re.IGNORECASE)
+        self._quote = re.compile(QUOTE_PATTERN)
+        self._checks: dict[CheckId, Callable[[dict[str, Any], str | None], str | None]] = {
+            "no_quotes": self._no_quotes,
+            "no_transcript": self._no_transcript,
+            "no_background": lambda c, _: self._found(self._background, c["text"], "background or recording"),
+            "no_absence": lambda c, _: self._found(self._absence, c["text"], "absence (negation)"),
+            "single_speaker": lambda c, _: self._found(self._multi, c["text"], "multiple-speaker"),
+            "length": self._length,
+            "no_newlines": lambda c, _: "contains a line break" if re.search(r"[\r\n]", c["text"]) else None,
+        }
+
+    def setup(self) -> None:
+        """Rules need no model."""
+
+    def verdict(self, caption: dict[str, Any], transcript: str | None = None) -> dict[str, Any]:
+        failed, reasons = [], []
+        for check in self.config.checks:
+            reason = self._checks[check](caption, transcript)
+            if reason is not None:
+                failed.append(check)
+                reasons.append(reason)
+        return {"passed": not failed, "failed_checks": failed, "reasons": reasons, "verifier": VERIFIER}
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        return [
+            {
+                **row,
+                "captions": [
+                    {**caption, "verdict": self.verdict(caption, row.get("transcript"))}
+                    for caption in row["captions"]
+                ],
+            }
+            for row in rows
+        ]
+
+    @staticmethod
+    def _found(pattern: re.Pattern[str], text: str, what: str) -> str | None:
+        hits = sorted({m.group(0).lower() for m in pattern.finditer(text)})
+        return f"{what} words: {', '.join(hits)}" if hits else None
+
+    def _no_quotes(self, caption: dict[str, Any], _: str | None) -> str | None:
+        return "contains quotation marks" if self._quote.search(caption["text"]) else None
+
+    def _no_transcript(self, caption: dict[str, Any], transcript: str | None) -> str | None:
+        if not transcript:
+            return None
+        n = self.config.transcript_ngram
+        shared = _ngrams(_words(caption["text"]), n) & _ngrams(_words(transcript), n)
+        if not shared:
+            return None
+        return "repeats the transcript: " + "; ".join(" ".join(gram) for gram in sorted(shared)[:3])
+
+    def _length(self, caption: dict[str, Any], _: str | None) -> str | None:
+        bounds = self.config.global_length if caption["granularity"] == "global" else self.config.fine_length
+        size = len(caption["text"])
+        if size < bounds.min_chars:
+            return f"{size} characters, below the minimum of {bounds.min_chars}"
+        if bounds.max_chars is not None and size > bounds.max_chars:
+            return f"{size} characters, above the maximum of {bounds.max_chars}"
+        return None
