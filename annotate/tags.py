@@ -24,7 +24,7 @@ class TagBins(StrictConfig):
     lower_register_pitch_hz: Bounds = (95.0, 130.0)
     upper_register_pitch_hz: Bounds = (180.0, 235.0)
     pitch_variation_st: Bounds = (1.2, 3.5)
-    articulation_rate_sps: Bounds = (4.3, 5.8)
+    articulation_rate_sps: Bounds = (4.0, 6.2)
     loudness_lufs: Bounds = (-27.0, -18.0)
 
     @model_validator(mode="after")

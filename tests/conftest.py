@@ -1,0 +1,51 @@
+"""Shared fixtures: the example corpus, speech synthesis, a local Ray cluster, and one demo run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+sys.path.insert(0, str(REPO / "scripts"))  # tests reuse scripts/tag_accuracy.py
+
+
+def speak(path: Path, text: str, *args: str) -> Path:
+    """Real speech from espeak-ng (installed by `make`), written as WAV."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: run `make env` (it installs the Debian packages)")
+    subprocess.run(["espeak-ng", *args, "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+SENTENCES = (
+    "The library opens at nine every weekday morning, and the reading room fills up quickly. "
+    "A light rain fell over the harbour all afternoon while the boats rocked gently at anchor."
+)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_run(ray_cluster, tmp_path_factory):
+    """The demo config over the whole example corpus, through Ray: shared by the read-back tests."""
+    from pipeline.config import load_config
+    from pipeline.runner import annotate
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    config = load_config(REPO / "configs" / "demo.yaml")
+    return annotate(config, out, inputs=[str(EXAMPLES / "manifest.jsonl")], executor="ray")
