@@ -44,7 +44,8 @@ def expected_tags(label: dict[str, str]) -> dict[str, str]:
 
 def tag_accuracy(run_dir: Path, labels_csv: Path) -> dict[str, dict[str, object]]:
     """Per attribute: correct, total and the (source file, expected, got) misses; over all segments."""
-    labels = {Path(row["path"]).name: row for row in csv.DictReader(open(labels_csv, newline=""))}
+    with open(labels_csv, newline="") as handle:
+        labels = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
     scores: dict[str, dict[str, object]] = defaultdict(lambda: {"correct": 0, "total": 0, "misses": []})
     for shard in sorted((run_dir / "shards").glob("*.parquet")):
         for row in pq.read_table(shard, columns=["source_path", "tags"]).to_pylist():
@@ -67,9 +68,8 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=REPO / "examples" / "labels.csv")
     args = parser.parse_args()
     for attribute, score in sorted(tag_accuracy(args.run_dir, args.labels).items()):
-        print(
-            f"{attribute:15s} {score['correct']:3d}/{score['total']:3d} = {score['correct'] / score['total']:.1%}"
-        )
+        share = score["correct"] / score["total"]
+        print(f"{attribute:15s} {score['correct']:3d}/{score['total']:3d} = {share:.1%}")
         for miss in score["misses"]:
             print(f"    {miss[0]}: expected {miss[1]}, got {miss[2]}")
 
