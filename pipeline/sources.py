@@ -63,8 +63,7 @@ def _from_manifest(path: Path, speaker: str | None) -> Iterator[Row]:
         if not entry.get("path"):
             raise SourceError(f"{path}:{number}: the manifest row has no 'path'")
         given = str(entry["path"])
-        # Relative manifest paths are tried from the working directory, then from the manifest's folder.
-        resolved = Path(given) if Path(given).exists() else path.parent / given
+        resolved = path.parent / given  # relative manifest paths start at the manifest's folder
         yield {
             "input_path": str(resolved.resolve()),
             "source_path": given,

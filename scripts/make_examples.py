@@ -370,14 +370,13 @@ def make_clip(spec: ClipSpec, corpus: Path, workdir: Path) -> dict[str, str]:
     }
 
 
-def manifest_entry(spec: ClipSpec, out: Path) -> dict[str, str]:
-    try:
-        prefix = out.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        prefix = out.resolve().as_posix()
+def manifest_entry(spec: ClipSpec, label: dict[str, str]) -> dict[str, str]:
+    """A manifest row: the path relative to the manifest's folder, the speaker, the transcript
+    (the rules verifier checks captions against it) and free metadata columns."""
     return {
-        "path": f"{prefix}/corpus/{spec.filename}",
+        "path": f"corpus/{spec.filename}",
         "speaker": spec.speaker,
+        "transcript": label["text"],
         "engine": spec.engine,
         "contrast_set": spec.contrast_set,
         "gender": spec.gender,
@@ -428,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in specs:
         with tempfile.TemporaryDirectory(prefix="make_examples_") as tmp:
             labels.append(make_clip(spec, corpus, Path(tmp)))
-    write_outputs(args.out, labels, [manifest_entry(spec, args.out) for spec in specs])
+    write_outputs(args.out, labels, [manifest_entry(spec, label) for spec, label in zip(specs, labels, strict=True)])
 
     seconds = sum(float(row["duration_s"]) for row in labels)
     size = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -168,10 +169,8 @@ def test_a_killed_run_resumes_to_the_same_segments_without_duplicates(demo_run, 
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # the Ray processes the driver started
-        except ProcessLookupError:
-            pass
     interrupted = json.loads((out / "manifest.json").read_text())
     assert interrupted["complete"] is False
     assert 0 < len(_segment_ids(out)) < demo_run.totals["segments"]
