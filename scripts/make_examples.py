@@ -427,7 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in specs:
         with tempfile.TemporaryDirectory(prefix="make_examples_") as tmp:
             labels.append(make_clip(spec, corpus, Path(tmp)))
-    write_outputs(args.out, labels, [manifest_entry(spec, label) for spec, label in zip(specs, labels, strict=True)])
+    write_outputs(
+        args.out, labels, [manifest_entry(spec, label) for spec, label in zip(specs, labels, strict=True)]
+    )
 
     seconds = sum(float(row["duration_s"]) for row in labels)
     size = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())

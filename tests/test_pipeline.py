@@ -111,3 +111,14 @@ def test_the_ray_run_and_the_plain_loop_write_the_same_rows(demo_run, tmp_path):
     ray_rows = pq.read_table(demo_run.out / "shards", columns=columns).to_pylist()
     local_rows = pq.read_table(local.out / "shards", columns=columns).to_pylist()
     assert ray_rows == local_rows
+
+
+def test_the_training_reader_streams_verified_captions(demo_run):
+    from annotate.audio import decode_flac
+    from train.shards import iter_captioned_segments
+
+    segments = list(iter_captioned_segments(demo_run.out))
+    assert len(segments) == demo_run.totals["segments"]  # every acoustic caption passes
+    assert all(len(s.captions) == 3 for s in segments)
+    assert abs(decode_flac(segments[0].flac).size / 16000 - segments[0].duration_s) < 0.002
+    assert all(len(s.captions) == 1 for s in iter_captioned_segments(demo_run.out, granularity="global"))

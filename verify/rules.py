@@ -105,6 +105,111 @@ MULTI_SPEAKER_TERMS = (
 )
 # Straight and typographic double quotes, guillemets, and single quotes that open or close a quote
 # (an apostrophe inside a word, as in speaker's, is not a quotation mark).
+# Function words: a shared phrase made of these ("in the middle of") is language, not a quoted transcript.
+STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "he",
+        "she",
+        "they",
+        "we",
+        "you",
+        "i",
+        "me",
+        "him",
+        "her",
+        "them",
+        "us",
+        "my",
+        "your",
+        "his",
+        "their",
+        "our",
+        "so",
+        "than",
+        "then",
+        "too",
+        "very",
+        "can",
+        "will",
+        "would",
+        "should",
+        "could",
+        "may",
+        "might",
+        "must",
+        "do",
+        "does",
+        "did",
+        "have",
+        "has",
+        "had",
+        "not",
+        "no",
+        "into",
+        "over",
+        "under",
+        "up",
+        "down",
+        "out",
+        "off",
+        "about",
+        "after",
+        "before",
+        "while",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "how",
+        "all",
+        "any",
+        "each",
+        "some",
+        "more",
+        "most",
+        "other",
+        "such",
+        "only",
+        "own",
+        "same",
+        "just",
+        "also",
+    }
+)
 QUOTE_PATTERN = r"[\"“”„«»‹›]|(?<!\w)['‘’]|['‘’](?!\w)"
 
 
@@ -118,7 +223,10 @@ class RulesVerifierConfig(StrictConfig):
     fine_length: LengthBounds = LengthBounds(min_chars=128, max_chars=768)
     global_length: LengthBounds = LengthBounds(min_chars=32)
     transcript_ngram: Annotated[int, Field(ge=1)] = Field(
-        default=3, description="A run of this many consecutive transcript words in a caption fails it."
+        default=3, description="A run of this many consecutive transcript words in a caption fails it ..."
+    )
+    transcript_min_content_words: Annotated[int, Field(ge=0)] = Field(
+        default=2, description="... when at least this many of them are not function words."
     )
     extra_background_terms: list[str] = Field(default_factory=list)
     extra_multi_speaker_terms: list[str] = Field(default_factory=list)
@@ -192,7 +300,11 @@ class RulesVerifier:
         if not transcript:
             return None
         n = self.config.transcript_ngram
-        shared = _ngrams(_words(caption["text"]), n) & _ngrams(_words(transcript), n)
+        shared = {
+            gram
+            for gram in _ngrams(_words(caption["text"]), n) & _ngrams(_words(transcript), n)
+            if sum(word not in STOPWORDS for word in gram) >= self.config.transcript_min_content_words
+        }
         if not shared:
             return None
         return "repeats the transcript: " + "; ".join(" ".join(gram) for gram in sorted(shared)[:3])

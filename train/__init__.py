@@ -1,0 +1,1 @@
+"""Training side: read shards, (later) models, losses, trainer, evaluation, export."""
