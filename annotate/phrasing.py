@@ -34,8 +34,8 @@ OPENERS: dict[str, list[str]] = {
         "The speech is delivered in a whisper, soft-edged and full of breath.",
     ],
     "unknown": [
-        "The speaker uses a plain speaking voice for the whole passage.",
-        "A single voice carries the speech from start to end.",
+        "The speaker uses a plain, everyday speaking voice for the whole passage, even in tone.",
+        "A single, ordinary speaking voice carries the speech from start to end, steady in tone throughout.",
     ],
 }
 
@@ -170,5 +170,8 @@ def global_caption(tags: StyleTags) -> str:
         manner.insert(0, RATE_ADVERBS[tags.speaking_rate])
     sentence = subject + (" speaks " + " and ".join(manner) if manner else " speaks")
     if tags.pitch_variation:
-        sentence += f", with {VARIATION_PHRASES[tags.pitch_variation]}"
-    return sentence + "."
+        return f"{sentence}, with {VARIATION_PHRASES[tags.pitch_variation]}."
+    # Without a pitch contour (whisper, few voiced frames) the manner still makes a full sentence.
+    return sentence + (
+        ", in a hushed, breathy manner." if tags.phonation == "whispered" else ", in a plain manner."
+    )

@@ -174,11 +174,12 @@ def _best_cut(chunk: list[Span], probs: np.ndarray, min_len: int) -> tuple[list[
     if gaps:
         _, i = max(gaps)
         return chunk[: i + 1], chunk[i + 1 :]
-    lo_frame = (start + min_len) // FRAME_SAMPLES
-    hi_frame = max(lo_frame + 1, (end - min_len) // FRAME_SAMPLES)
+    # Frame boundaries inside [start + min_len, end - min_len], so both sides keep min_len.
+    lo_frame = -(-(start + min_len) // FRAME_SAMPLES)
+    hi_frame = (end - min_len) // FRAME_SAMPLES + 1
     window = probs[lo_frame:hi_frame]
     cut = (lo_frame + int(np.argmin(window))) * FRAME_SAMPLES if window.size else start + min_len
-    cut = min(max(cut, start + 1), end - 1)
+    cut = min(max(cut, start + min_len), end - min_len)
     left = [r for r in chunk if r.end <= cut] + [Span(r.start, cut) for r in chunk if r.start < cut < r.end]
     right = [Span(cut, r.end) for r in chunk if r.start < cut < r.end] + [r for r in chunk if r.start >= cut]
     return left, right

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.config import ConfigError, load_config
@@ -32,7 +33,8 @@ ConfigOption = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: one line whatever the terminal width; escape: brackets in paths are not markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -116,8 +118,9 @@ def show_config(config: ConfigOption) -> None:
         run_config = load_config(config)
     except ConfigError as error:
         raise _fail(str(error)) from None
-    stdout.print(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False), end="", highlight=False)
-    stdout.print(f"# processing hash: {run_config.processing_hash()}", highlight=False)
+    # Plain text, not rich: the output must parse back as YAML whatever the paths and the width.
+    typer.echo(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False), nl=False)
+    typer.echo(f"# processing hash: {run_config.processing_hash()}")
 
 
 if __name__ == "__main__":

@@ -44,22 +44,29 @@ class SourceError(ValueError):
     """An input that names nothing or a manifest that cannot be read."""
 
 
-def _manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number in the file, row) of a CSV or JSONL manifest; blank lines are skipped."""
     if path.suffix.lower() == ".csv":
         with open(path, newline="") as handle:
-            yield from csv.DictReader(handle)
+            reader = csv.DictReader(handle)
+            for entry in reader:
+                yield reader.line_num, entry
         return
     with open(path) as handle:
         for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise SourceError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SourceError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(entry, dict):
+                raise SourceError(f"{path}:{number}: expected a JSON object, got {type(entry).__name__}")
+            yield number, entry
 
 
 def _from_manifest(path: Path, speaker: str | None) -> Iterator[Row]:
-    for number, entry in enumerate(_manifest_rows(path), start=2 if path.suffix.lower() == ".csv" else 1):
+    for number, entry in _manifest_rows(path):
         if not entry.get("path"):
             raise SourceError(f"{path}:{number}: the manifest row has no 'path'")
         given = str(entry["path"])

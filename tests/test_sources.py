@@ -1,0 +1,229 @@
+"""Input listing: files, recursive folders, globs, CSV/JSONL manifests, duplicates and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import SourceSpec
+from pipeline.sources import SourceError, list_sources
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF")  # listing never opens the files
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "audio"
+    for name in ("b.wav", "a.flac", "sub/c.mp3", "sub/deeper/d.WAV", "sub/deeper/e.m4a", "z/f.ogg"):
+        touch(root / name)
+    for name in ("notes.txt", "sub/cover.jpg", "sub/deeper/labels.csv", "z/readme"):
+        touch(root / name)
+    return root
+
+
+def test_folder_is_searched_recursively_for_audio_only_in_sorted_order(tree):
+    rows = list_sources([SourceSpec(path=str(tree), speaker="alice")])
+    expected = ["a.flac", "b.wav", "sub/c.mp3", "sub/deeper/d.WAV", "sub/deeper/e.m4a", "z/f.ogg"]
+    assert [row["input_path"] for row in rows] == [str((tree / name).resolve()) for name in expected]
+    assert [row["source_path"] for row in rows] == [str(tree / name) for name in expected]
+    assert [row["input_index"] for row in rows] == list(range(len(expected)))
+    for row in rows:
+        assert row["speaker"] == "alice" and row["transcript"] is None and row["metadata"] == "{}"
+        assert "status" not in row
+
+
+def test_relative_folder_gives_absolute_input_paths(tree, monkeypatch):
+    monkeypatch.chdir(tree.parent)
+    rows = list_sources([SourceSpec(path="audio/sub")])
+    assert [row["source_path"] for row in rows] == [
+        "audio/sub/c.mp3",
+        "audio/sub/deeper/d.WAV",
+        "audio/sub/deeper/e.m4a",
+    ]
+    assert all(Path(row["input_path"]).is_absolute() for row in rows)
+    assert rows[0]["input_path"] == str((tree / "sub" / "c.mp3").resolve())
+
+
+def test_recursive_glob_matches_audio_at_every_depth(tree):
+    rows = list_sources([SourceSpec(path=f"{tree}/**/*.wav")])
+    assert [Path(row["input_path"]).relative_to(tree.resolve()).as_posix() for row in rows] == ["b.wav"]
+    rows = list_sources([SourceSpec(path=f"{tree}/**/*.*")])
+    names = [Path(row["input_path"]).name for row in rows]
+    assert names == ["a.flac", "b.wav", "c.mp3", "d.WAV", "e.m4a", "f.ogg"]
+    rows = list_sources([SourceSpec(path=f"{tree}/sub/*/*")])
+    assert [Path(row["input_path"]).name for row in rows] == ["d.WAV", "e.m4a"]
+
+
+def test_glob_without_audio_matches_is_an_error(tree):
+    with pytest.raises(SourceError, match=r"\*\*/\*\.txt: the glob matches no audio file"):
+        list_sources([SourceSpec(path=f"{tree}/**/*.txt")])
+
+
+def test_single_file_keeps_the_path_as_given(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    [row] = list_sources([SourceSpec(path="sub/c.mp3", speaker="bob")])
+    assert row == {
+        "input_path": str((tree / "sub" / "c.mp3").resolve()),
+        "source_path": "sub/c.mp3",
+        "speaker": "bob",
+        "transcript": None,
+        "metadata": "{}",
+        "input_index": 0,
+    }
+
+
+def test_csv_manifest_keeps_extra_columns_as_metadata(tmp_path):
+    touch(tmp_path / "clips" / "one.wav")
+    touch(tmp_path / "clips" / "two.flac")
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text(
+        "path,speaker,transcript,gender,session,note\n"
+        f"{tmp_path}/clips/one.wav,spk1,Hello there.,female,3,\n"
+        f"{tmp_path}/clips/two.flac,,,male,4,retake\n"
+    )
+    rows = list_sources([SourceSpec(path=str(manifest), speaker="fallback")])
+    assert [row["input_path"] for row in rows] == [
+        str((tmp_path / "clips" / "one.wav").resolve()),
+        str((tmp_path / "clips" / "two.flac").resolve()),
+    ]
+    assert [row["speaker"] for row in rows] == ["spk1", "fallback"]
+    assert [row["transcript"] for row in rows] == ["Hello there.", None]
+    assert json.loads(rows[0]["metadata"]) == {"gender": "female", "session": "3"}
+    assert json.loads(rows[1]["metadata"]) == {"gender": "male", "session": "4", "note": "retake"}
+    assert rows[0]["source_path"] == f"{tmp_path}/clips/one.wav"
+    assert [row["input_index"] for row in rows] == [0, 1]
+
+
+def test_jsonl_manifest_resolves_relative_paths_against_its_folder(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    touch(data / "clips" / "x.wav")
+    touch(tmp_path / "abs" / "y.flac")
+    manifest = data / "manifest.jsonl"
+    manifest.write_text(
+        json.dumps({"path": "clips/x.wav", "speaker": "s1", "transcript": "hi", "age": 41, "tags": ["a"]})
+        + "\n\n"
+        + json.dumps({"path": str(tmp_path / "abs" / "y.flac"), "source_id": "ignored", "extra": None})
+        + "\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rows = list_sources([SourceSpec(path=str(manifest))])
+    assert [row["input_path"] for row in rows] == [
+        str((data / "clips" / "x.wav").resolve()),
+        str((tmp_path / "abs" / "y.flac").resolve()),
+    ]
+    assert rows[0]["source_path"] == "clips/x.wav"
+    assert (rows[0]["speaker"], rows[0]["transcript"]) == ("s1", "hi")
+    assert json.loads(rows[0]["metadata"]) == {"age": 41, "tags": ["a"]}
+    assert json.loads(rows[1]["metadata"]) == {}  # reserved and empty columns are left out
+    assert rows[1]["speaker"] is None and rows[1]["transcript"] is None
+
+
+def test_relative_manifest_path_ignores_a_same_named_file_in_the_working_directory(tmp_path, monkeypatch):
+    touch(tmp_path / "data" / "clip.wav")
+    touch(tmp_path / "cwd" / "clip.wav")
+    (tmp_path / "data" / "m.jsonl").write_text('{"path": "clip.wav"}\n')
+    monkeypatch.chdir(tmp_path / "cwd")
+    [row] = list_sources([SourceSpec(path=str(tmp_path / "data" / "m.jsonl"))])
+    assert row["input_path"] == str((tmp_path / "data" / "clip.wav").resolve())
+    assert row["source_path"] == "clip.wav"
+
+
+def test_repeated_input_is_a_failed_duplicate_row_with_its_own_key(tree):
+    file = tree / "b.wav"
+    rows = list_sources([SourceSpec(path=str(file)), SourceSpec(path=str(tree))])
+    assert len(rows) == 7
+    first, repeat = rows[0], rows[2]  # the folder lists a.flac, then b.wav again
+    assert first["input_path"] == str(file.resolve()) and "status" not in first
+    assert repeat["status"] == "failed"
+    assert repeat["error_type"] == "DuplicateInput" and repeat["error_stage"] == "ingest"
+    assert repeat["error_message"] == f"{tree / 'b.wav'} is listed more than once"
+    assert repeat["input_path"] != first["input_path"] and repeat["input_path"].startswith(
+        first["input_path"]
+    )
+    assert len({row["input_path"] for row in rows}) == len(rows)
+    assert [row["input_index"] for row in rows] == list(range(7))
+    assert sum(row.get("status") == "failed" for row in rows) == 1
+
+
+def test_a_path_given_three_times_gives_two_distinct_duplicates(tree):
+    spec = SourceSpec(path=str(tree / "a.flac"))
+    rows = list_sources([spec, spec, spec])
+    assert [row.get("error_type") for row in rows] == [None, "DuplicateInput", "DuplicateInput"]
+    assert len({row["input_path"] for row in rows}) == 3
+
+
+def test_input_index_runs_across_several_inputs(tree, tmp_path):
+    touch(tmp_path / "m" / "k.wav")
+    (tmp_path / "m" / "list.jsonl").write_text('{"path": "k.wav"}\n')
+    rows = list_sources(
+        [
+            SourceSpec(path=str(tree / "z")),
+            SourceSpec(path=str(tmp_path / "m" / "list.jsonl")),
+            SourceSpec(path=f"{tree}/sub/*.mp3"),
+        ]
+    )
+    assert [Path(row["input_path"]).name for row in rows] == ["f.ogg", "k.wav", "c.mp3"]
+    assert [row["input_index"] for row in rows] == [0, 1, 2]
+
+
+def test_missing_path_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "clip.wav"
+    with pytest.raises(SourceError) as caught:
+        list_sources([SourceSpec(path=str(missing))])
+    assert str(caught.value) == f"{missing}: no such file, folder or glob match"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("m.csv", "path,speaker\na.wav,x\n,y\n", 3),
+        ("m.jsonl", '{"path": "a.wav"}\n{"speaker": "y"}\n', 2),
+        ("m.jsonl", '{"path": "a.wav"}\n{"path": ""}\n', 2),
+    ],
+)
+def test_manifest_row_without_path_names_file_and_line(tmp_path, name, text, line):
+    touch(tmp_path / "a.wav")
+    manifest = tmp_path / name
+    manifest.write_text(text)
+    with pytest.raises(SourceError) as caught:
+        list_sources([SourceSpec(path=str(manifest))])
+    assert str(caught.value) == f"{manifest}:{line}: the manifest row has no 'path'"
+
+
+def test_invalid_json_line_names_file_and_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"path": "a.wav"}\n{"path": "b.wav",\n')
+    with pytest.raises(SourceError, match=r"m\.jsonl:2: not valid JSON"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("m.jsonl", '{"path": "a.wav"}\n\n{"speaker": "y"}\n', 3),
+        ("m.csv", "path,speaker\na.wav,x\n\n,y\n", 4),
+    ],
+)
+def test_line_numbers_count_blank_lines(tmp_path, name, text, line):
+    touch(tmp_path / "a.wav")
+    manifest = tmp_path / name
+    manifest.write_text(text)
+    with pytest.raises(SourceError) as caught:
+        list_sources([SourceSpec(path=str(manifest))])
+    assert str(caught.value) == f"{manifest}:{line}: the manifest row has no 'path'"
+
+
+def test_jsonl_line_that_is_not_an_object_is_a_source_error(tmp_path):
+    touch(tmp_path / "a.wav")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"path": "a.wav"}\n"b.wav"\n')
+    with pytest.raises(SourceError, match=r"m\.jsonl:2"):
+        list_sources([SourceSpec(path=str(manifest))])
