@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,18 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _quiet_ray_data_console() -> None:
+    """Ray Data's INFO lines on the console repeat what our progress bar and summary say; its
+    session log file keeps them."""
+    import ray.data  # noqa: F401 - importing it installs the 'ray.data' logger's handlers
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.WARNING)
+            # We switch Ray's bars off on purpose; its warning about that would only confuse.
+            handler.addFilter(lambda record: not record.getMessage().startswith("Progress bars disabled"))
+
+
 @app.command()
 def annotate(
     config: ConfigOption,
@@ -67,6 +80,8 @@ def annotate(
     segment is written twice. Failed inputs and segments go to failures.parquet with their reason.
     """
     from pipeline.runner import annotate as run_annotate
+
+    _quiet_ray_data_console()
 
     if executor not in ("ray", "local"):
         raise _fail(f"--executor must be 'ray' or 'local', not '{executor}'")

@@ -17,10 +17,13 @@ inputs listed in committed journals are skipped.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ import yaml
 from pipeline.contract import CONTRACT_VERSION, FAILURES_SCHEMA, SOURCES_SCHEMA
 
 MANIFEST = "manifest.json"
+_AUDIO_LEAF = "audio.bytes"
 LAYOUT_VERSION = 1
 
 
@@ -50,29 +54,47 @@ def merge_stats(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
 
 
 class _HashingWriter:
-    """A binary file that hashes what passes through, so a shard is read only once: while written."""
+    """A binary file that sha256-hashes what passes through, so a shard is never read back.
+
+    Hashing runs on a second thread (hashlib releases the GIL on large buffers), overlapping with
+    Parquet encoding; a one-worker pool keeps the chunks in order.
+    """
 
     def __init__(self, path: Path) -> None:
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.sha256 = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-sha256")
+        self._sha256 = hashlib.sha256()
         self.size = 0
         self.closed = False
 
     def write(self, data: bytes | memoryview) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self._file.write(data)
+        chunk = bytes(data)  # the caller may reuse its buffer once write returns
+        self._hasher.submit(self._sha256.update, chunk)
+        self.size += len(chunk)
+        return self._file.write(chunk)
 
     def flush(self) -> None:
         self._file.flush()
 
-    def close(self, fsync: bool = False) -> None:
+    def close(self, fsync: bool = False) -> str:
+        """Close the file and return the hex sha256 of everything written."""
         if not self.closed:
             self._file.flush()
             if fsync:
                 os.fsync(self._file.fileno())
             self._file.close()
+            self._hasher.shutdown(wait=True)
             self.closed = True
+        return self._sha256.hexdigest()
+
+
+@cache
+def _parquet_leaves(schema: pa.Schema) -> list[str]:
+    """Parquet's leaf column paths (audio.bytes, captions.list.element.text, ...) of a schema."""
+    buffer = io.BytesIO()
+    pq.write_table(schema.empty_table(), buffer)
+    parquet_schema = pq.ParquetFile(io.BytesIO(buffer.getvalue())).schema
+    return [parquet_schema.column(i).path for i in range(len(parquet_schema))]
 
 
 @dataclass
@@ -188,26 +210,24 @@ class RunDirectory:
     ) -> dict[str, Any]:
         final = self.root / relative
         temporary = final.with_name(final.name + ".tmp")
+        # FLAC bytes neither compress nor dictionary-encode, and min/max statistics on them are useless;
+        # every other leaf column gets all three. Parquet applies these settings per leaf column.
+        others = [leaf for leaf in _parquet_leaves(table.schema) if leaf != _AUDIO_LEAF]
+        codec = "none" if compression == "none" else compression
         sink = _HashingWriter(temporary)
         try:
             pq.write_table(
                 table,
                 sink,
                 row_group_size=row_group_rows,
-                compression=None if compression == "none" else compression,
-                # FLAC bytes neither compress nor dictionary-encode; statistics on them are useless.
-                use_dictionary=[name for name in table.column_names if name != "audio"],
-                write_statistics=[name for name in table.column_names if name != "audio"],
+                compression={**dict.fromkeys(others, codec), _AUDIO_LEAF: "none"},
+                use_dictionary=others,
+                write_statistics=others,
             )
         finally:
-            sink.close(fsync=self._fsync)
+            sha256 = sink.close(fsync=self._fsync)
         os.replace(temporary, final)
-        return {
-            "path": relative,
-            "rows": table.num_rows,
-            "bytes": sink.size,
-            "sha256": sink.sha256.hexdigest(),
-        }
+        return {"path": relative, "rows": table.num_rows, "bytes": sink.size, "sha256": sha256}
 
     def _write_small(self, table: pa.Table, relative: str) -> str:
         final = self.root / relative

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
@@ -44,13 +44,25 @@ class RunReport:
 
 
 class _RayStageGroup:
-    """Ray Data callable class: one worker of a stage group (set up once, then batch after batch)."""
+    """Ray Data callable class: one worker of a stage group (set up once, then batch after batch).
 
-    def __init__(self, specs: list[StageSpec]) -> None:
-        self.chain = StageChain(specs)
+    Each group gets a subclass carrying its specs as a class attribute (see `_stage_group_class`), so
+    Ray ships them with the class: the actor needs no constructor arguments in the object store,
+    and its name in Ray's logs and dashboard says which stages it runs.
+    """
+
+    specs: ClassVar[list[StageSpec]] = []
+
+    def __init__(self) -> None:
+        self.chain = StageChain(self.specs)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return stream_table(self.chain(batch.to_pylist()))
+
+
+def _stage_group_class(specs: list[StageSpec]) -> type[_RayStageGroup]:
+    name = "Stages_" + "_".join(spec.name for spec in specs)
+    return type(name, (_RayStageGroup,), {"specs": specs})
 
 
 def _init_ray(config: RayConfig) -> bool:
@@ -95,11 +107,12 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
         dataset = ray.data.from_arrow(blocks)
         for index, group in enumerate(groups):
             dataset = dataset.map_batches(
-                _RayStageGroup,
-                fn_constructor_kwargs={"specs": group},
+                _stage_group_class(group),
                 batch_size=1 if index == 0 else _SEGMENT_BATCH_ROWS,
                 batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_pool_size(group)),
+                # A fixed-size pool: every worker starts (and loads its models) at once, instead of
+                # the second arriving when the first is already busy.
+                compute=ray.data.ActorPoolStrategy(size=_pool_size(group)),
                 num_cpus=group[0].resources.num_cpus,
                 num_gpus=group[0].resources.num_gpus,
             )
