@@ -45,7 +45,11 @@ class WriteConfig(StrictConfig):
     rows_per_shard: Annotated[int, Field(gt=0)] = 1000
     row_group_rows: Annotated[int, Field(gt=0)] = 100
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
-    fsync: bool = Field(default=True, description="fsync shards and manifest before they count as committed.")
+    fsync: bool = Field(
+        default=False,
+        description="fsync shards and manifest before they count as committed: durable across power loss, "
+        "not only across a killed process (which atomic renames already survive); costs write throughput.",
+    )
 
 
 class StageResources(StrictConfig):

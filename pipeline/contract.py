@@ -71,7 +71,6 @@ STATUS_OK, STATUS_NO_SPEECH, STATUS_FAILED = "ok", "no_speech", "failed"
 STREAM_SCHEMA = pa.schema(
     [
         pa.field("input_path", pa.string()),  # the resolved path: the resume key of an input
-        pa.field("input_index", pa.int64()),  # position in the listing: the order of the output
         pa.field("status", pa.string()),
         pa.field("source_duration_s", pa.float64()),
         pa.field("source_segments", pa.int64()),

@@ -116,7 +116,7 @@ class RunDirectory:
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, root: str | Path, config_hash: str, resolved_config: dict[str, Any], fsync: bool = True
+        cls, root: str | Path, config_hash: str, resolved_config: dict[str, Any], fsync: bool = False
     ) -> RunDirectory:
         root = Path(root)
         manifest_path = root / MANIFEST

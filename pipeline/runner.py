@@ -38,10 +38,6 @@ class RunReport:
     audio_s_processed: float
     wall_s: float
 
-    @property
-    def realtime_factor(self) -> float:
-        return self.audio_s_processed / self.wall_s if self.wall_s > 0 else 0.0
-
 
 class _RayStageGroup:
     """Ray Data callable class: one worker of a stage group (set up once, then batch after batch).
@@ -144,11 +140,11 @@ def annotate(
     specs = [SourceSpec(path=p) for p in inputs] if inputs else config.sources
     if not specs:
         raise ValueError("no inputs: give --input or list sources in the config")
+    rows = list_sources(specs)  # before touching `out`: a bad input leaves no run directory behind
     resolved = config.model_copy(update={"sources": specs})
     run = RunDirectory.open(
         out, config.processing_hash(), resolved.model_dump(mode="json"), config.write.fsync
     )
-    rows = list_sources(specs)
     done = set(run.sources().column("input_path").to_pylist())
     pending = [row for row in rows if row["input_path"] not in done]
     for row in pending:

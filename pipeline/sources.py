@@ -130,5 +130,5 @@ def list_sources(specs: list[SourceSpec]) -> list[Row]:
                 # The ledger keys by input path; a repeat gets its own key so it is counted once more.
                 row["input_path"] = f"{row['input_path']}#repeat{len(rows)}"
             seen.add(row["input_path"])
-            rows.append({**row, "input_index": len(rows)})
+            rows.append(row)
     return rows

@@ -35,7 +35,7 @@ def test_empty_and_missing_config_give_the_documented_defaults():
         assert (config.segment.min_s, config.segment.max_s, config.segment.merge_gap_s) == (3.0, 30.0, 1.5)
         assert config.caption.acoustic.views == 3 and config.caption.acoustic.global_view is True
         assert config.verify.rules.checks[0] == "no_quotes" and len(config.verify.rules.checks) == 7
-        assert config.write.rows_per_shard == 1000 and config.write.fsync is True
+        assert config.write.rows_per_shard == 1000 and config.write.fsync is False
 
 
 def test_demo_config_loads_with_its_overrides():
@@ -163,7 +163,7 @@ def test_processing_hash_ignores_sources_ray_and_fsync():
     assert parse_config({"sources": ["a/", "b.csv"]}).processing_hash() == base
     assert parse_config({"ray": {"address": "auto", "num_cpus": 64}}).processing_hash() == base
     assert parse_config({"ray": {"cpu_stages": {"num_cpus": 2, "concurrency": 3}}}).processing_hash() == base
-    assert parse_config({"write": {"fsync": False}}).processing_hash() == base
+    assert parse_config({"write": {"fsync": True}}).processing_hash() == base
 
 
 @pytest.mark.parametrize(

@@ -255,7 +255,7 @@ def segmenter():
 
 def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, segmenter):
     path, intervals = spoken_file
-    rows = segmenter.segment_source({"input_path": str(path), "input_index": 7})
+    rows = segmenter.segment_source({"input_path": str(path), "speaker": "alice"})
     assert len(rows) == len(SENTENCE_TEXTS)
     tolerance = s(0.1)  # VAD onsets may trail the first faint sample a little
     source_id = content_id(path)
@@ -266,7 +266,7 @@ def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, seg
             assert not (other_first + tolerance < start < other_last - tolerance)
             assert not (other_first + tolerance < end < other_last - tolerance)
         assert row["status"] == "ok"
-        assert row["input_index"] == 7 and row["input_path"] == str(path)
+        assert row["speaker"] == "alice" and row["input_path"] == str(path)
         assert row["source_id"] == source_id
         assert row["source_segments"] == len(rows)
         assert row["segment_id"] == segment_id(source_id, Span(start, end))
@@ -287,7 +287,7 @@ def test_silence_and_low_noise_give_one_no_speech_row(tmp_path, segmenter):
     noise = tmp_path / "noise.wav"
     sf.write(noise, (rng.standard_normal(6 * 44100) * 0.002).astype(np.float32), 44100, subtype="PCM_16")
     for path in (silence, noise):
-        rows = segmenter([{"input_path": str(path), "input_index": 0}])
+        rows = segmenter([{"input_path": str(path)}])
         assert len(rows) == 1
         row = rows[0]
         assert row["status"] == "no_speech"

@@ -32,7 +32,6 @@ def test_folder_is_searched_recursively_for_audio_only_in_sorted_order(tree):
     expected = ["a.flac", "b.wav", "sub/c.mp3", "sub/deeper/d.WAV", "sub/deeper/e.m4a", "z/f.ogg"]
     assert [row["input_path"] for row in rows] == [str((tree / name).resolve()) for name in expected]
     assert [row["source_path"] for row in rows] == [str(tree / name) for name in expected]
-    assert [row["input_index"] for row in rows] == list(range(len(expected)))
     for row in rows:
         assert row["speaker"] == "alice" and row["transcript"] is None and row["metadata"] == "{}"
         assert "status" not in row
@@ -74,7 +73,6 @@ def test_single_file_keeps_the_path_as_given(tree, monkeypatch):
         "speaker": "bob",
         "transcript": None,
         "metadata": "{}",
-        "input_index": 0,
     }
 
 
@@ -97,7 +95,6 @@ def test_csv_manifest_keeps_extra_columns_as_metadata(tmp_path):
     assert json.loads(rows[0]["metadata"]) == {"gender": "female", "session": "3"}
     assert json.loads(rows[1]["metadata"]) == {"gender": "male", "session": "4", "note": "retake"}
     assert rows[0]["source_path"] == f"{tmp_path}/clips/one.wav"
-    assert [row["input_index"] for row in rows] == [0, 1]
 
 
 def test_jsonl_manifest_resolves_relative_paths_against_its_folder(tmp_path, monkeypatch):
@@ -149,7 +146,6 @@ def test_repeated_input_is_a_failed_duplicate_row_with_its_own_key(tree):
         first["input_path"]
     )
     assert len({row["input_path"] for row in rows}) == len(rows)
-    assert [row["input_index"] for row in rows] == list(range(7))
     assert sum(row.get("status") == "failed" for row in rows) == 1
 
 
@@ -160,7 +156,7 @@ def test_a_path_given_three_times_gives_two_distinct_duplicates(tree):
     assert len({row["input_path"] for row in rows}) == 3
 
 
-def test_input_index_runs_across_several_inputs(tree, tmp_path):
+def test_inputs_keep_the_order_given_across_kinds(tree, tmp_path):
     touch(tmp_path / "m" / "k.wav")
     (tmp_path / "m" / "list.jsonl").write_text('{"path": "k.wav"}\n')
     rows = list_sources(
@@ -171,7 +167,6 @@ def test_input_index_runs_across_several_inputs(tree, tmp_path):
         ]
     )
     assert [Path(row["input_path"]).name for row in rows] == ["f.ogg", "k.wav", "c.mp3"]
-    assert [row["input_index"] for row in rows] == [0, 1, 2]
 
 
 def test_missing_path_is_an_error_naming_it(tmp_path):
