@@ -118,7 +118,8 @@ class ShardWriter:
                 pending.expected = rows[0]["source_segments"]
             if pending.expected is not None and pending.received >= pending.expected:
                 self._finish_source(input_path, self._open.pop(input_path))
-        if self._shard_rows >= self.config.rows_per_shard:
+        # Inputs without segments (failures, silence) commit too, so a resumed run need not redo them.
+        if self._shard_rows >= self.config.rows_per_shard or len(self._sources) >= self.config.rows_per_shard:
             self.commit()
 
     def _finish_source(self, input_path: str, source: _OpenSource) -> None:
