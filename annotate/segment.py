@@ -236,7 +236,7 @@ class SileroSegmenter:
 
     def segment_source(self, row: Row) -> list[Row]:
         path = row["input_path"]
-        source_id = content_id(path)
+        source_id = row.get("source_id") or content_id(path)  # an id from the manifest wins
         plan, total = self.plan(path)
         source = {
             **row,

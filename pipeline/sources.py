@@ -1,8 +1,9 @@
 """Expand inputs (files, folders searched recursively, globs, CSV/JSONL manifests) into source rows.
 
 Each source row carries `input_path` (the resolved path, the key a resumed run skips by),
-`source_path` (the path as the user gave it), `speaker`, `transcript` and `metadata` (the JSON of a
-manifest's other columns). Order is deterministic: inputs in the order given, folder and glob
+`source_path` (the path as the user gave it), `speaker`, `transcript`, `metadata` (the JSON of a
+manifest's other columns) and, when a manifest gives one, `source_id` (else the segment stage uses the
+file's content hash). Order is deterministic: inputs in the order given, folder and glob
 matches sorted, manifest rows in file order. A path listed twice is reported as DuplicateInput.
 """
 
@@ -74,6 +75,7 @@ def _from_manifest(path: Path, speaker: str | None) -> Iterator[Row]:
         yield {
             "input_path": str(resolved.resolve()),
             "source_path": given,
+            "source_id": str(entry["source_id"]) if entry.get("source_id") not in (None, "") else None,
             "speaker": entry.get("speaker") or speaker,
             "transcript": entry.get("transcript") or None,
             "metadata": json.dumps(

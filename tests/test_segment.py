@@ -304,3 +304,10 @@ def test_a_lone_short_word_is_no_speech_with_its_speech_counted_as_dropped(tmp_p
     [row] = segmenter.segment_source({"input_path": str(path)})
     assert row["status"] == "no_speech"
     assert 0.1 < row["dropped_speech_s"] < 2.0
+
+
+def test_a_source_id_from_the_manifest_names_the_segments(tmp_path):
+    path = speak(tmp_path / "s.wav", "The library opens at nine every weekday morning, rain or shine.")
+    segmenter = SileroSegmenter(SegmenterConfig(min_s=1.0, max_s=30.0))
+    [row] = segmenter.segment_source({"input_path": str(path), "source_id": "take-7"})
+    assert row["source_id"] == "take-7" and row["segment_id"].startswith("take-7_")

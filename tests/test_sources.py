@@ -105,7 +105,7 @@ def test_jsonl_manifest_resolves_relative_paths_against_its_folder(tmp_path, mon
     manifest.write_text(
         json.dumps({"path": "clips/x.wav", "speaker": "s1", "transcript": "hi", "age": 41, "tags": ["a"]})
         + "\n\n"
-        + json.dumps({"path": str(tmp_path / "abs" / "y.flac"), "source_id": "ignored", "extra": None})
+        + json.dumps({"path": str(tmp_path / "abs" / "y.flac"), "source_id": "take-7", "extra": None})
         + "\n"
     )
     elsewhere = tmp_path / "elsewhere"
@@ -121,6 +121,7 @@ def test_jsonl_manifest_resolves_relative_paths_against_its_folder(tmp_path, mon
     assert json.loads(rows[0]["metadata"]) == {"age": 41, "tags": ["a"]}
     assert json.loads(rows[1]["metadata"]) == {}  # reserved and empty columns are left out
     assert rows[1]["speaker"] is None and rows[1]["transcript"] is None
+    assert (rows[0]["source_id"], rows[1]["source_id"]) == (None, "take-7")  # given ids are kept
 
 
 def test_relative_manifest_path_ignores_a_same_named_file_in_the_working_directory(tmp_path, monkeypatch):
