@@ -147,7 +147,8 @@ class ShardWriter:
                 "segment_id": None,
                 "error_stage": "ingest",
                 "error_type": "DuplicateSource",
-                "error_message": f"same audio content as {original} (source_id {first['source_id']})",
+                "error_message": f"source {first['source_id']} was already written from {original} "
+                "(same content hash, or the same source_id in a manifest)",
             }
             self._record_source(ledger, OUTCOME_FAILED, [failure_record(duplicate)])
             return
