@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pipeline.config import ConfigError, load_config
 from pipeline.rundir import MANIFEST, RunDirError
 from pipeline.sources import SourceError
+from pipeline.stages import StageSetupError
 from pipeline.summary import summary_table
 
 app = typer.Typer(
@@ -106,7 +107,7 @@ def annotate(
                 executor=executor,  # type: ignore[arg-type]
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
-    except (ConfigError, SourceError, RunDirError) as error:
+    except (ConfigError, SourceError, RunDirError, StageSetupError) as error:
         raise _fail(str(error)) from None
     stdout.print(
         summary_table(report.totals, report.wall_s, report.audio_s_processed, title=f"stylecaps run {out}")

@@ -1,6 +1,6 @@
 """Run configuration: YAML (safe_load) validated by pydantic, unknown keys rejected.
 
-Only the processing sections (segment, caption, verify, write) enter the config hash that guards
+Only the processing sections (segment, asr, caption, verify, write) enter the config hash that guards
 resuming a run directory; sources and cluster resources may change between invocations.
 """
 
@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
 from annotate.segment import SegmenterConfig
+from annotate.transcribe import WhisperConfig
 from verify.rules import RulesVerifierConfig
 
 
@@ -29,6 +30,13 @@ class SourceSpec(StrictConfig):
 
     path: str
     speaker: str | None = Field(default=None, description="Speaker label given to every file of this input.")
+
+
+class AsrConfig(StrictConfig):
+    """Optional transcripts per segment, for the verifier's no_transcript check."""
+
+    backend: Literal["none", "whisper"] = "none"
+    whisper: WhisperConfig = WhisperConfig()
 
 
 class CaptionConfig(StrictConfig):
@@ -73,6 +81,7 @@ class RayConfig(StrictConfig):
 class RunConfig(StrictConfig):
     sources: list[SourceSpec] = Field(default_factory=list)
     segment: SegmenterConfig = SegmenterConfig()
+    asr: AsrConfig = AsrConfig()
     caption: CaptionConfig = CaptionConfig()
     verify: VerifyConfig = VerifyConfig()
     write: WriteConfig = WriteConfig()
@@ -89,7 +98,7 @@ class RunConfig(StrictConfig):
 
     def processing_hash(self) -> str:
         """Hash of everything that changes what is written for a segment."""
-        processing = self.model_dump(mode="json", include={"segment", "caption", "verify", "write"})
+        processing = self.model_dump(mode="json", include={"segment", "asr", "caption", "verify", "write"})
         processing["write"].pop("fsync", None)
         blob = json.dumps(processing, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pipeline.config import RayConfig, RunConfig, SourceSpec
 from pipeline.contract import STATUS_OK, stream_table
 from pipeline.rundir import RunDirectory
 from pipeline.sources import list_sources
-from pipeline.stages import StageChain, StageSpec, build_stage_specs, group_by_resources
+from pipeline.stages import StageChain, StageSetupError, StageSpec, build_stage_specs, group_by_resources
 from pipeline.writer import ShardWriter
 
 Executor = Literal["ray", "local"]
@@ -90,6 +91,13 @@ def _pool_size(specs: list[StageSpec]) -> int:
     return max(1, int(cluster.get("CPU", 1) // max(resources.num_cpus, 1e-6)))
 
 
+def _setup_error_of(error: Exception) -> StageSetupError | None:
+    """Ray reports a worker whose stages could not set up as a dead actor with the worker's
+    traceback as text; give back the StageSetupError it names, so callers see one clear error."""
+    found = re.search(r"StageSetupError: (.+)", str(getattr(error, "error_msg", "") or error))
+    return StageSetupError(found.group(1).strip()) if found else None
+
+
 def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) -> Iterator[pa.Table]:
     import ray
 
@@ -112,7 +120,10 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
                 num_cpus=group[0].resources.num_cpus,
                 num_gpus=group[0].resources.num_gpus,
             )
-        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        try:
+            yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        except ray.exceptions.RayActorError as error:
+            raise _setup_error_of(error) or error from None
     finally:
         if started:
             ray.shutdown()

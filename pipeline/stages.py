@@ -16,11 +16,16 @@ from functools import partial
 from annotate.base import BatchStage, Row
 from annotate.captioner import AcousticCaptioner
 from annotate.segment import SileroSegmenter
+from annotate.transcribe import WhisperTranscriber
 from pipeline.config import RunConfig, StageResources
 from pipeline.contract import STATUS_FAILED, STATUS_OK
 from verify.rules import RulesVerifier
 
 _MAX_MESSAGE = 2000
+
+
+class StageSetupError(RuntimeError):
+    """A stage could not set up (a model path that does not exist, a missing package)."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,11 @@ class StageSpec:
 
 def build_stage_specs(config: RunConfig) -> list[StageSpec]:
     cpu = config.ray.cpu_stages
+    specs = [StageSpec("segment", partial(SileroSegmenter, config.segment), cpu)]
+    if config.asr.backend == "whisper":
+        specs.append(StageSpec("transcribe", partial(WhisperTranscriber, config.asr.whisper), cpu))
     return [
-        StageSpec("segment", partial(SileroSegmenter, config.segment), cpu),
+        *specs,
         StageSpec("caption", partial(AcousticCaptioner, config.caption.acoustic), cpu),
         StageSpec("verify", partial(RulesVerifier, config.verify.rules), cpu),
     ]
@@ -64,8 +72,13 @@ class StageChain:
 
     def __init__(self, specs: list[StageSpec]) -> None:
         self.stages = [(spec.name, spec.build()) for spec in specs]
-        for _, stage in self.stages:
-            stage.setup()
+        for name, stage in self.stages:
+            try:
+                stage.setup()
+            except Exception as error:  # a model that cannot load stops the run, it fails no input
+                raise StageSetupError(
+                    f"stage '{name}' could not start: {type(error).__name__}: {error}"
+                ) from error
 
     def __call__(self, rows: list[Row]) -> list[Row]:
         for name, stage in self.stages:
