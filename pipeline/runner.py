@@ -43,9 +43,8 @@ class RunReport:
 class _RayStageGroup:
     """Ray Data callable class: one worker of a stage group (set up once, then batch after batch).
 
-    Each group gets a subclass carrying its specs as a class attribute (see `_stage_group_class`), so
-    Ray ships them with the class: the actor needs no constructor arguments in the object store,
-    and its name in Ray's logs and dashboard says which stages it runs.
+    Each group gets a subclass carrying its specs as a class attribute (see `_stage_group_class`): the
+    specs travel with the pickled class, and the actor's name in Ray's logs says which stages it runs.
     """
 
     specs: ClassVar[list[StageSpec]] = []
@@ -71,7 +70,7 @@ def _init_ray(config: RayConfig) -> bool:
         return False
     ray.init(
         address=config.address,
-        num_cpus=config.num_cpus,
+        num_cpus=None if config.address else config.num_cpus,  # a running cluster has its own CPUs
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
