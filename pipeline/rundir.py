@@ -173,10 +173,6 @@ class RunDirectory:
         shards = [c.shard for c in self.commits if c.shard]
         return {**total, "shards": len(shards), "rows": sum(s["rows"] for s in shards)}
 
-    @property
-    def shard_paths(self) -> list[Path]:
-        return [self.root / c.shard["path"] for c in self.commits if c.shard]
-
     # -- committing --------------------------------------------------------------------------------------
     def commit(
         self,
