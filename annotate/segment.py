@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from annotate.audio import SAMPLE_RATE, content_id, encode_flac, iter_mono_16k
-from annotate.base import Row, StrictConfig
+from annotate.base import Row, StrictConfig, failed_row
 
 FRAME_SAMPLES = 512  # silero's frame at 16 kHz
 _CONTEXT_SAMPLES = 64
@@ -229,38 +229,43 @@ class SileroSegmenter:
         return plan_segments(speech_regions(probs, total, self.config), probs, self.config), total
 
     def __call__(self, rows: list[Row]) -> list[Row]:
-        out: list[Row] = []
-        for row in rows:
-            out.extend(self.segment_source(row))
-        return out
+        return [segment for row in rows for segment in self.stream(row)]
 
-    def segment_source(self, row: Row) -> list[Row]:
+    def stream(self, row: Row) -> Iterator[Row]:
+        """The source's segment rows (or one no_speech row), each announcing how many there are."""
         path = row["input_path"]
         source_id = row.get("source_id") or content_id(path)  # an id from the manifest wins
-        plan, total = self.plan(path)
+        plan, total = self.plan(path)  # errors here fail the whole source, before any row is out
         source = {
             **row,
             "source_id": source_id,
             "source_duration_s": total / SAMPLE_RATE,
-            "source_segments": len(plan.segments),
+            "source_segments": len(plan.segments),  # the writer waits for this many rows
             "dropped_speech_s": plan.dropped_speech_s,
         }
         if not plan.segments:
-            return [{**source, "status": "no_speech"}]
-        out = []
-        for span, wave in cut_segments(iter_mono_16k(path, self.config.decode_block_s), plan.segments):
-            seg_id = segment_id(source_id, span)
-            out.append(
-                {
-                    **source,
-                    "status": "ok",
-                    "segment_id": seg_id,
-                    "start_s": span.start / SAMPLE_RATE,
-                    "end_s": span.end / SAMPLE_RATE,
-                    "duration_s": span.seconds,
-                    "audio": {"bytes": encode_flac(wave), "path": f"{seg_id}.flac"},
-                }
-            )
-        for segment_row in out:  # the writer knows a source is complete when this many rows arrived
-            segment_row["source_segments"] = len(out)
-        return out
+            yield {**source, "status": "no_speech"}
+            return
+        cut = 0
+        try:
+            for span, wave in cut_segments(iter_mono_16k(path, self.config.decode_block_s), plan.segments):
+                yield self._segment_row(source, span, wave)
+                cut += 1
+            error: Exception = EOFError("the audio ended before this segment (did the file change?)")
+        except Exception as raised:  # the second pass broke: the planned segments not cut yet fail
+            error = raised
+        for span in plan.segments[cut:]:
+            yield failed_row(self._segment_row(source, span, None), self.name, error)
+
+    @staticmethod
+    def _segment_row(source: Row, span: Span, wave: np.ndarray | None) -> Row:
+        seg_id = segment_id(source["source_id"], span)
+        return {
+            **source,
+            "status": "ok",
+            "segment_id": seg_id,
+            "start_s": span.start / SAMPLE_RATE,
+            "end_s": span.end / SAMPLE_RATE,
+            "duration_s": span.seconds,
+            "audio": None if wave is None else {"bytes": encode_flac(wave), "path": f"{seg_id}.flac"},
+        }

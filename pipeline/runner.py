@@ -25,7 +25,7 @@ from pipeline.writer import ShardWriter
 
 Executor = Literal["ray", "local"]
 _MAX_SOURCE_BLOCKS = 2000
-# Rows per call of a stage group that starts after segmentation (segments, not sources).
+# Segments in flight per chunk: what a stage group after segmentation gets per call.
 _SEGMENT_BATCH_ROWS = 32
 
 
@@ -52,8 +52,10 @@ class _RayStageGroup:
     def __init__(self) -> None:
         self.chain = StageChain(self.specs)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return stream_table(self.chain(batch.to_pylist()))
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        # A generator: Ray Data ships each chunk as its own block, so a long source streams out.
+        for rows in self.chain.stream(batch.to_pylist(), _SEGMENT_BATCH_ROWS):
+            yield stream_table(rows)
 
 
 def _stage_group_class(specs: list[StageSpec]) -> type[_RayStageGroup]:
@@ -132,10 +134,10 @@ def iter_local(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Ta
     """The same stage objects in a plain loop, one source at a time (no Ray)."""
     chains = [StageChain(group) for group in groups]
     for row in rows:
-        batch = [row]
-        for chain in chains:
-            batch = chain(batch)
-        yield stream_table(batch)
+        for chunk in chains[0].stream([row], _SEGMENT_BATCH_ROWS):
+            for chain in chains[1:]:
+                chunk = chain(chunk)
+            yield stream_table(chunk)
 
 
 def annotate(

@@ -9,19 +9,17 @@ worker, one after the other on each batch, the way Ray Data fuses map operators.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from annotate.base import BatchStage, Row
+from annotate.base import BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
 from annotate.segment import SileroSegmenter
 from annotate.transcribe import WhisperTranscriber
 from pipeline.config import RunConfig, StageResources
-from pipeline.contract import STATUS_FAILED, STATUS_OK
+from pipeline.contract import STATUS_OK
 from verify.rules import RulesVerifier
-
-_MAX_MESSAGE = 2000
 
 
 class StageSetupError(RuntimeError):
@@ -51,18 +49,6 @@ def group_by_resources(specs: list[StageSpec]) -> list[list[StageSpec]]:
     return [list(group) for _, group in itertools.groupby(specs, key=lambda spec: spec.resources)]
 
 
-def failed(row: Row, stage: str, error: BaseException) -> Row:
-    message = str(error).strip() or repr(error)
-    return {
-        **row,
-        "status": STATUS_FAILED,
-        "audio": None,
-        "error_stage": stage,
-        "error_type": type(error).__name__,
-        "error_message": message[:_MAX_MESSAGE],
-    }
-
-
 class StageChain:
     """Set up a group of stages once; run them in order on each batch, isolating failing rows.
 
@@ -81,11 +67,40 @@ class StageChain:
                 ) from error
 
     def __call__(self, rows: list[Row]) -> list[Row]:
-        for name, stage in self.stages:
-            active = [row for row in rows if row.get("status", STATUS_OK) == STATUS_OK]
-            passive = [row for row in rows if row.get("status", STATUS_OK) != STATUS_OK]
-            rows = self._isolated(name, stage, active) + passive
+        return self._run(self.stages, rows)
+
+    def stream(self, rows: list[Row], chunk_rows: int) -> Iterator[list[Row]]:
+        """Like calling the chain, in chunks: when the first stage can stream (a source into its
+        segments), at most `chunk_rows` of its rows are in flight through the others at a time."""
+        name, first = self.stages[0]
+        if not isinstance(first, StreamingStage):
+            yield self(rows)
+            return
+        for row in rows:
+            produced = self._stream_isolated(name, first, row) if _is_ok(row) else iter([row])
+            while chunk := list(itertools.islice(produced, chunk_rows)):
+                yield self._run(self.stages[1:], chunk)
+
+    @staticmethod
+    def _run(stages: list[tuple[str, BatchStage]], rows: list[Row]) -> list[Row]:
+        for name, stage in stages:
+            active = [row for row in rows if _is_ok(row)]
+            passive = [row for row in rows if not _is_ok(row)]
+            rows = StageChain._isolated(name, stage, active) + passive
         return rows
+
+    @staticmethod
+    def _stream_isolated(name: str, stage: StreamingStage, row: Row) -> Iterator[Row]:
+        rows = stage.stream(row)
+        try:
+            first = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:  # streaming stages raise only before their first row
+            yield failed_row(row, name, error)
+            return
+        yield first
+        yield from rows
 
     @staticmethod
     def _isolated(name: str, stage: BatchStage, rows: list[Row]) -> list[Row]:
@@ -95,7 +110,7 @@ class StageChain:
             return stage(rows)
         except Exception as error:
             if len(rows) == 1:
-                return [failed(rows[0], name, error)]
+                return [failed_row(rows[0], name, error)]
         return [out for row in rows for out in StageChain._one(name, stage, row)]
 
     @staticmethod
@@ -103,4 +118,8 @@ class StageChain:
         try:
             return stage([row])
         except Exception as error:
-            return [failed(row, name, error)]
+            return [failed_row(row, name, error)]
+
+
+def _is_ok(row: Row) -> bool:
+    return row.get("status", STATUS_OK) == STATUS_OK

@@ -255,7 +255,7 @@ def segmenter():
 
 def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, segmenter):
     path, intervals = spoken_file
-    rows = segmenter.segment_source({"input_path": str(path), "speaker": "alice"})
+    rows = list(segmenter.stream({"input_path": str(path), "speaker": "alice"}))
     assert len(rows) == len(SENTENCE_TEXTS)
     tolerance = s(0.1)  # VAD onsets may trail the first faint sample a little
     source_id = content_id(path)
@@ -301,7 +301,7 @@ def test_a_lone_short_word_is_no_speech_with_its_speech_counted_as_dropped(tmp_p
     word = read_mono_16k(speak(tmp_path / "yes.wav", "Yes."))
     path = tmp_path / "short.wav"
     sf.write(path, np.concatenate([np.zeros(s(2)), word, np.zeros(s(3))]), SR, subtype="PCM_16")
-    [row] = segmenter.segment_source({"input_path": str(path)})
+    [row] = segmenter.stream({"input_path": str(path)})
     assert row["status"] == "no_speech"
     assert 0.1 < row["dropped_speech_s"] < 2.0
 
@@ -309,5 +309,5 @@ def test_a_lone_short_word_is_no_speech_with_its_speech_counted_as_dropped(tmp_p
 def test_a_source_id_from_the_manifest_names_the_segments(tmp_path):
     path = speak(tmp_path / "s.wav", "The library opens at nine every weekday morning, rain or shine.")
     segmenter = SileroSegmenter(SegmenterConfig(min_s=1.0, max_s=30.0))
-    [row] = segmenter.segment_source({"input_path": str(path), "source_id": "take-7"})
+    [row] = segmenter.stream({"input_path": str(path), "source_id": "take-7"})
     assert row["source_id"] == "take-7" and row["segment_id"].startswith("take-7_")
