@@ -112,6 +112,10 @@ class RunDirectory:
         self.commits = commits
         self._manifest = manifest
         self._fsync = fsync
+        # Running sums, so a commit adds its own stats instead of re-adding every earlier commit's.
+        self._stats: dict[str, Any] = {}
+        for commit in commits:
+            self._stats = merge_stats(self._stats, commit.stats)
 
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
@@ -167,11 +171,8 @@ class RunDirectory:
         return self._journal("failures", FAILURES_SCHEMA)
 
     def totals(self) -> dict[str, Any]:
-        total: dict[str, Any] = {}
-        for commit in self.commits:
-            total = merge_stats(total, commit.stats)
         shards = [c.shard for c in self.commits if c.shard]
-        return {**total, "shards": len(shards), "rows": sum(s["rows"] for s in shards)}
+        return {**self._stats, "shards": len(shards), "rows": sum(s["rows"] for s in shards)}
 
     # -- committing --------------------------------------------------------------------------------------
     def commit(
@@ -198,6 +199,7 @@ class RunDirectory:
             stats=stats,
         )
         self.commits.append(commit)
+        self._stats = merge_stats(self._stats, stats)
         self._write_manifest(complete=False)
         return commit
 

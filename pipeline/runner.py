@@ -157,11 +157,10 @@ def annotate(
     run = RunDirectory.open(
         out, config.processing_hash(), resolved.model_dump(mode="json"), config.write.fsync
     )
-    done = set(run.sources().column("input_path").to_pylist())
-    pending = [row for row in rows if row["input_path"] not in done]
+    writer = ShardWriter(run, config.write)
+    pending = [row for row in rows if row["input_path"] not in writer.done_inputs]
     for row in pending:
         row.setdefault("status", STATUS_OK)
-    writer = ShardWriter(run, config.write)
     audio_before = run.totals().get("audio_s", 0.0)
     if pending:
         groups = group_by_resources(build_stage_specs(config))

@@ -92,10 +92,11 @@ class ShardWriter:
         self.config = config
         self._schema = shard_schema_with_metadata()
         self._open: dict[str, _OpenSource] = defaultdict(_OpenSource)
-        self._seen_sources: dict[str, str] = {}
-        for row in run.sources().select(["source_id", "source_path", "outcome"]).to_pylist():
-            if row["outcome"] == OUTCOME_SEGMENTED:
-                self._seen_sources[row["source_id"]] = row["source_path"]
+        ledger = run.sources().select(["input_path", "source_id", "source_path", "outcome"]).to_pylist()
+        self.done_inputs = {row["input_path"] for row in ledger}  # what a resumed run skips
+        self._seen_sources = {
+            row["source_id"]: row["source_path"] for row in ledger if row["outcome"] == OUTCOME_SEGMENTED
+        }
         self._shard_parts: list[pa.Table] = []
         self._shard_rows = 0
         self._sources: list[dict[str, Any]] = []
