@@ -20,6 +20,8 @@ from annotate.segment import SegmenterConfig
 from annotate.transcribe import WhisperConfig
 from verify.rules import RulesVerifierConfig
 
+Gender = Literal["female", "male"]
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the offending key."""
@@ -30,6 +32,9 @@ class SourceSpec(StrictConfig):
 
     path: str
     speaker: str | None = Field(default=None, description="Speaker label given to every file of this input.")
+    gender: Gender | None = Field(
+        default=None, description="Gender of every file's speaker (else estimated from the audio)."
+    )
 
 
 class AsrConfig(StrictConfig):

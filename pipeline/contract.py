@@ -78,6 +78,7 @@ STREAM_SCHEMA = pa.schema(
         pa.field("error_stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),
+        pa.field("gender", pa.string()),  # given in a manifest or source spec: female | male | None
         *[f.with_nullable(True) for f in SHARD_SCHEMA],
     ]
 )

@@ -38,7 +38,12 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl"})
-_RESERVED = {"path", "source_id", "speaker", "transcript"}
+_RESERVED = {"path", "source_id", "speaker", "transcript", "gender"}
+# Spellings of a manifest's `gender` column; anything else is an error naming file, line and key.
+_GENDER_WORDS = {
+    **dict.fromkeys(("female", "f", "woman"), "female"),
+    **dict.fromkeys(("male", "m", "man"), "male"),
+}
 
 
 class SourceError(ValueError):
@@ -66,7 +71,17 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, entry
 
 
-def _from_manifest(path: Path, speaker: str | None) -> Iterator[Row]:
+def _gender(value: Any, where: str) -> str | None:
+    if value in (None, ""):
+        return None
+    gender = _GENDER_WORDS.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if gender is None:
+        raise SourceError(f"{where}: 'gender' must be female or male (or f, m), not {value!r}")
+    return gender
+
+
+def _from_manifest(path: Path, spec: SourceSpec) -> Iterator[Row]:
+    speaker = spec.speaker
     for number, entry in _manifest_rows(path):
         if not entry.get("path"):
             raise SourceError(f"{path}:{number}: the manifest row has no 'path'")
@@ -77,6 +92,7 @@ def _from_manifest(path: Path, speaker: str | None) -> Iterator[Row]:
             "source_path": given,
             "source_id": str(entry["source_id"]) if entry.get("source_id") not in (None, "") else None,
             "speaker": entry.get("speaker") or speaker,
+            "gender": _gender(entry.get("gender"), f"{path}:{number}") or spec.gender,
             "transcript": entry.get("transcript") or None,
             "metadata": json.dumps(
                 {k: v for k, v in entry.items() if k not in _RESERVED and v not in ("", None)}
@@ -84,11 +100,12 @@ def _from_manifest(path: Path, speaker: str | None) -> Iterator[Row]:
         }
 
 
-def _file_row(path: Path, given: str, speaker: str | None) -> Row:
+def _file_row(path: Path, given: str, spec: SourceSpec) -> Row:
     return {
         "input_path": str(path.resolve()),
         "source_path": given,
-        "speaker": speaker,
+        "speaker": spec.speaker,
+        "gender": spec.gender,
         "transcript": None,
         "metadata": "{}",
     }
@@ -99,18 +116,18 @@ def _expand(spec: SourceSpec) -> Iterator[Row]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
         for file in files:
-            yield _file_row(file, str(file), spec.speaker)
+            yield _file_row(file, str(file), spec)
     elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
-        yield from _from_manifest(path, spec.speaker)
+        yield from _from_manifest(path, spec)
     elif path.is_file():
-        yield _file_row(path, spec.path, spec.speaker)
+        yield _file_row(path, spec.path, spec)
     elif glob.has_magic(spec.path):
         matches = sorted(Path(m) for m in glob.glob(spec.path, recursive=True))
         files = [m for m in matches if m.is_file() and m.suffix.lower() in AUDIO_EXTENSIONS]
         if not files:
             raise SourceError(f"{spec.path}: the glob matches no audio file")
         for file in files:
-            yield _file_row(file, str(file), spec.speaker)
+            yield _file_row(file, str(file), spec)
     else:
         raise SourceError(f"{spec.path}: no such file, folder or glob match")
 

@@ -14,6 +14,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+# Real labeled speech (RAVDESS, see its SOURCES.md) beside the checkout; used in place, never copied.
+CALIBRATION = Path(os.environ.get("STYLECAPS_CALIBRATION", REPO.parent / "shared" / "calibration"))
 sys.path.insert(0, str(REPO / "scripts"))  # tests reuse scripts/tag_accuracy.py
 
 
@@ -29,6 +31,17 @@ SENTENCES = (
     "The library opens at nine every weekday morning, and the reading room fills up quickly. "
     "A light rain fell over the harbour all afternoon while the boats rocked gently at anchor."
 )
+
+
+@pytest.fixture(scope="session")
+def calibration_dir() -> Path:
+    """The calibration set; tests that need it are marked `calibration`. Missing in CI is a failure."""
+    if (CALIBRATION / "labels.csv").is_file():
+        return CALIBRATION
+    reason = f"the calibration set is not at {CALIBRATION} (set STYLECAPS_CALIBRATION to its folder)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

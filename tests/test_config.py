@@ -282,11 +282,12 @@ def test_cli_config_output_round_trips_a_long_source_path(tmp_path):
     (tmp_path / "long.yaml").write_text(f"sources:\n  - {LONG_SOURCE}\n")
     code, out, err = _invoke("--config", str(tmp_path / "long.yaml"))
     assert code == 0, err
-    assert yaml.safe_load(out)["sources"] == [{"path": LONG_SOURCE, "speaker": None}]
+    assert yaml.safe_load(out)["sources"] == [{"path": LONG_SOURCE, "speaker": None, "gender": None}]
 
 
 def test_cli_config_output_keeps_square_brackets_in_values(tmp_path):
     (tmp_path / "markup.yaml").write_text('sources:\n  - "takes/[bold]take[/bold]_01.wav"\n')
     code, out, err = _invoke("--config", str(tmp_path / "markup.yaml"))
     assert code == 0, err
-    assert yaml.safe_load(out)["sources"] == [{"path": "takes/[bold]take[/bold]_01.wav", "speaker": None}]
+    expected = {"path": "takes/[bold]take[/bold]_01.wav", "speaker": None, "gender": None}
+    assert yaml.safe_load(out)["sources"] == [expected]

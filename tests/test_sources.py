@@ -71,6 +71,7 @@ def test_single_file_keeps_the_path_as_given(tree, monkeypatch):
         "input_path": str((tree / "sub" / "c.mp3").resolve()),
         "source_path": "sub/c.mp3",
         "speaker": "bob",
+        "gender": None,
         "transcript": None,
         "metadata": "{}",
     }
@@ -92,8 +93,9 @@ def test_csv_manifest_keeps_extra_columns_as_metadata(tmp_path):
     ]
     assert [row["speaker"] for row in rows] == ["spk1", "fallback"]
     assert [row["transcript"] for row in rows] == ["Hello there.", None]
-    assert json.loads(rows[0]["metadata"]) == {"gender": "female", "session": "3"}
-    assert json.loads(rows[1]["metadata"]) == {"gender": "male", "session": "4", "note": "retake"}
+    assert [row["gender"] for row in rows] == ["female", "male"]
+    assert json.loads(rows[0]["metadata"]) == {"session": "3"}
+    assert json.loads(rows[1]["metadata"]) == {"session": "4", "note": "retake"}
     assert rows[0]["source_path"] == f"{tmp_path}/clips/one.wav"
 
 
@@ -210,3 +212,21 @@ def test_jsonl_line_that_is_not_an_object_is_a_source_error(tmp_path):
     manifest.write_text('{"path": "a.wav"}\n"b.wav"\n')
     with pytest.raises(SourceError, match=r"m\.jsonl:2"):
         list_sources([SourceSpec(path=str(manifest))])
+
+
+@pytest.mark.parametrize("value", ["x", "unknown", "2"])
+def test_a_manifest_gender_that_is_neither_female_nor_male_names_file_line_and_key(tmp_path, value):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,gender\none.wav,F\none.wav,{value}\n")
+    with pytest.raises(SourceError, match=rf"m\.csv:3: 'gender' must be female or male .*'{value}'"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+def test_a_source_spec_gender_applies_where_the_manifest_gives_none(tmp_path):
+    touch(tmp_path / "one.wav")
+    touch(tmp_path / "two.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,gender\none.wav,m\ntwo.wav,\n")
+    rows = list_sources([SourceSpec(path=str(manifest), gender="female")])
+    assert [row["gender"] for row in rows] == ["male", "female"]
