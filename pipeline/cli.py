@@ -18,6 +18,7 @@ from pipeline.rundir import MANIFEST, RunDirError
 from pipeline.sources import SourceError
 from pipeline.stages import StageSetupError
 from pipeline.summary import summary_table
+from train import cli as train_cli
 
 app = typer.Typer(
     help="Build verified speaking-style caption corpora (segment → caption → verify → Parquet shards) "
@@ -138,6 +139,10 @@ def show_config(config: ConfigOption) -> None:
     typer.echo(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False), nl=False)
     typer.echo(f"# processing hash: {run_config.processing_hash()}")
 
+
+# Training and evaluation live in train/; registered here so `stylecaps` is one command.
+app.command()(train_cli.train)
+app.add_typer(train_cli.evaluate_app, name="evaluate")
 
 if __name__ == "__main__":
     app()

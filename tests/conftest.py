@@ -62,3 +62,18 @@ def demo_run(ray_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
     config = load_config(REPO / "configs" / "demo.yaml")
     return annotate(config, out, inputs=[str(EXAMPLES / "manifest.jsonl")], executor="ray")
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> Path:
+    """8 sources × 3 tone segments through the real shard writer: 4 shards of 2 row groups each."""
+    from tests.train_data import write_run
+
+    return write_run(tmp_path_factory.mktemp("synthetic") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory) -> Path:
+    from tests.train_data import tiny_text_model
+
+    return tiny_text_model(tmp_path_factory.mktemp("tiny-text"))

@@ -1,64 +1,265 @@
-"""The one reader of shards for training: stream verified (audio, caption) pairs from a run directory.
+"""The one reader of shards for training and evaluation.
 
-It reads the run's manifest (only committed shards), checks the contract's major version, and reads
-row group by row group so memory stays bounded by one row group, not a shard.
+It reads only the shards a run's manifest lists (committed ones), checks each file's contract
+version and the columns training needs before any row is read, and streams row group by row group,
+so memory is bounded by a row group and the shuffle buffer, never the corpus.
+
+`segment_record` is the single place where a shard row becomes (segment, usable captions): caption
+sets stored beside the audio will feed their captions in there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import random
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contract import CONTRACT_VERSION, contract_of
+from pipeline.rundir import MANIFEST
 
-_COLUMNS = ["segment_id", "speaker", "duration_s", "audio", "captions"]
+NEEDED_COLUMNS = ("segment_id", "source_id", "speaker", "duration_s", "audio", "tags", "captions")
+_NUMERIC_COLUMNS = ("pitch_median_hz", "pitch_std_st", "articulation_rate_sps", "loudness_lufs")
+Split = Literal["train", "heldout", "all"]
 
 
 class ShardContractError(ValueError):
-    """A shard written under an incompatible contract version."""
+    """A run or shard the trainer cannot read: no manifest, another contract version, missing columns."""
 
 
 @dataclass(frozen=True)
-class CaptionedSegment:
+class Caption:
+    text: str
+    granularity: str  # fine | global
+    view: int
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
     segment_id: str
+    source_id: str
     speaker: str | None
     duration_s: float
     flac: bytes
-    captions: list[str]  # the texts that passed verification, in view order
+    tags: dict[str, str | None]
+    captions: tuple[Caption, ...]
+    fields: dict[str, Any] = field(default_factory=dict)  # measured numbers and metadata.* for evaluation
 
 
-def shard_paths(run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return [run_dir / shard["path"] for shard in manifest["shards"]]
+@dataclass(frozen=True)
+class CaptionPolicy:
+    verified_only: bool = True
+    granularities: tuple[str, ...] = ("fine", "global")
 
 
-def _check_contract(file: pq.ParquetFile, path: Path) -> None:
-    version = contract_of(file.schema_arrow)["contract_version"]
-    if version.split(".")[0] != CONTRACT_VERSION.split(".")[0]:
-        raise ShardContractError(f"{path}: contract {version}, this reader reads {CONTRACT_VERSION}")
+@dataclass(frozen=True)
+class RowGroupRef:
+    path: Path
+    index: int
+    rows: int
 
 
-def iter_captioned_segments(
-    run_dir: str | Path, granularity: str | None = "fine", verified_only: bool = True
-) -> Iterator[CaptionedSegment]:
-    """Segments with at least one usable caption of the given granularity (None: any)."""
-    for path in shard_paths(run_dir):
-        file = pq.ParquetFile(path)
-        _check_contract(file, path)
-        for group in range(file.num_row_groups):
-            for row in file.read_row_group(group, columns=_COLUMNS).to_pylist():
-                texts = [
-                    c["text"]
-                    for c in row["captions"]
-                    if (granularity is None or c["granularity"] == granularity)
-                    and (not verified_only or (c["verdict"] and c["verdict"]["passed"]))
-                ]
-                if texts:
-                    yield CaptionedSegment(
-                        row["segment_id"], row["speaker"], row["duration_s"], row["audio"]["bytes"], texts
+def usable_captions(captions: list[dict[str, Any]] | None, policy: CaptionPolicy) -> tuple[Caption, ...]:
+    return tuple(
+        Caption(c["text"], c["granularity"], c["view"] if c["view"] is not None else 0)
+        for c in captions or []
+        if c["granularity"] in policy.granularities
+        and (not policy.verified_only or bool(c["verdict"] and c["verdict"]["passed"]))
+    )
+
+
+def segment_record(row: dict[str, Any], policy: CaptionPolicy) -> SegmentRecord | None:
+    """A shard row as a training record, or None when it has no usable caption."""
+    captions = usable_captions(row["captions"], policy)
+    if not captions:
+        return None
+    fields = {name: row.get(name) for name in _NUMERIC_COLUMNS}
+    metadata = json.loads(row["metadata"]) if row.get("metadata") else {}
+    fields.update({f"metadata.{key}": value for key, value in metadata.items()})
+    fields.update({f"tags.{key}": value for key, value in (row["tags"] or {}).items()})
+    return SegmentRecord(
+        segment_id=row["segment_id"],
+        source_id=row["source_id"],
+        speaker=row["speaker"],
+        duration_s=row["duration_s"],
+        flac=row["audio"]["bytes"],
+        tags=dict(row["tags"] or {}),
+        captions=captions,
+        fields=fields,
+    )
+
+
+def is_heldout(source_id: str, fraction: float) -> bool:
+    """A stable split by source: the same sources are held out on every machine and every run."""
+    if fraction <= 0:
+        return False
+    value = int.from_bytes(hashlib.sha256(source_id.encode()).digest()[:8], "big") / 2**64
+    return value < fraction
+
+
+class ShardSet:
+    """The shards of one or more runs, opened (footers only) and checked."""
+
+    def __init__(self, runs: list[str | Path]) -> None:
+        if not runs:
+            raise ShardContractError("no run directories given (data.runs or --run)")
+        self.row_groups: list[RowGroupRef] = []
+        tag_names: tuple[str, ...] | None = None
+        for run in map(Path, runs):
+            for path in self._listed_shards(run):
+                file = pq.ParquetFile(path)
+                self._check(file.schema_arrow, path)
+                names = tuple(f.name for f in file.schema_arrow.field("tags").type)
+                if tag_names is not None and names != tag_names:
+                    raise ShardContractError(
+                        f"{path}: tags {names} differ from the other shards' {tag_names}"
                     )
+                tag_names = names
+                self.row_groups += [
+                    RowGroupRef(path, i, file.metadata.row_group(i).num_rows)
+                    for i in range(file.num_row_groups)
+                ]
+        if not self.row_groups:
+            raise ShardContractError(f"no committed shards in {', '.join(map(str, runs))}")
+        self.tag_names: tuple[str, ...] = tag_names or ()
+
+    @staticmethod
+    def _listed_shards(run: Path) -> list[Path]:
+        manifest = run / MANIFEST
+        if not manifest.is_file():
+            raise ShardContractError(f"{run} holds no {MANIFEST}: not a stylecaps run directory")
+        return [run / shard["path"] for shard in json.loads(manifest.read_text())["shards"]]
+
+    @staticmethod
+    def _check(schema: pa.Schema, path: Path) -> None:
+        try:
+            version = contract_of(schema)["contract_version"]
+        except ValueError as error:
+            raise ShardContractError(f"{path}: {error}") from None
+        if version.split(".")[0] != CONTRACT_VERSION.split(".")[0]:
+            raise ShardContractError(f"{path}: contract {version}, this reader reads {CONTRACT_VERSION}")
+        missing = [name for name in NEEDED_COLUMNS if name not in schema.names]
+        if missing:
+            raise ShardContractError(f"{path}: missing column(s) {', '.join(missing)}")
+
+    def read(self, ref: RowGroupRef, columns: list[str] | None = None) -> pa.Table:
+        file = pq.ParquetFile(ref.path)
+        if columns is not None:
+            columns = [c for c in columns if c in file.schema_arrow.names]
+        return file.read_row_group(ref.index, columns=columns)
+
+    def records(self, ref: RowGroupRef, policy: CaptionPolicy) -> Iterator[SegmentRecord]:
+        for row in self.read(ref).to_pylist():
+            record = segment_record(row, policy)
+            if record is not None:
+                yield record
+
+    def tag_values(self) -> dict[str, list[str]]:
+        """Every value each tag takes in these shards (read from the tags column only), sorted."""
+        values: dict[str, set[str]] = {name: set() for name in self.tag_names}
+        for ref in self.row_groups:
+            for tags in self.read(ref, ["tags"]).column("tags").to_pylist():
+                for name, value in (tags or {}).items():
+                    if value is not None:
+                        values[name].add(value)
+        return {name: sorted(found) for name, found in values.items()}
+
+
+def iter_split(shards: ShardSet, policy: CaptionPolicy, split: Split, holdout_fraction: float):
+    """Every record of a split, in shard order (evaluation; training uses SegmentStream)."""
+    for ref in shards.row_groups:
+        for record in shards.records(ref, policy):
+            if split == "all" or is_heldout(record.source_id, holdout_fraction) == (split == "heldout"):
+                yield record
+
+
+class SegmentStream:
+    """One worker's part of the training split, epoch by epoch, in a seeded shuffled order.
+
+    Row groups are shuffled per epoch and dealt round-robin to the workers; a shuffle buffer then
+    mixes rows across the row groups a worker reads (shards are written source by source, so file
+    order would put one source's segments side by side). With `balance_tag`, each row is repeated
+    by a seeded repeat factor so every class of that tag comes about as often as the largest one,
+    counted on this worker's own rows of the epoch (correct per worker, whatever the split).
+    """
+
+    def __init__(
+        self,
+        shards: ShardSet,
+        policy: CaptionPolicy,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        buffer_rows: int = 512,
+        holdout_fraction: float = 0.0,
+        balance_tag: str | None = None,
+    ) -> None:
+        if len(shards.row_groups) < world:
+            raise ShardContractError(
+                f"{len(shards.row_groups)} row groups cannot feed {world} workers: "
+                "write smaller row groups (write.row_group_rows) or use fewer workers"
+            )
+        if balance_tag is not None and balance_tag not in shards.tag_names:
+            raise ShardContractError(
+                f"balance_tag '{balance_tag}' is not a tag of these shards {shards.tag_names}"
+            )
+        self.shards, self.policy = shards, policy
+        self.rank, self.world, self.seed = rank, world, seed
+        self.buffer_rows, self.holdout_fraction, self.balance_tag = buffer_rows, holdout_fraction, balance_tag
+
+    def row_groups_of(self, epoch: int) -> list[RowGroupRef]:
+        order = list(self.shards.row_groups)
+        random.Random(f"{self.seed}:row-groups:{epoch}").shuffle(order)
+        return order[self.rank :: self.world]
+
+    def _in_split(self, source_id: str) -> bool:
+        return not is_heldout(source_id, self.holdout_fraction)
+
+    def repeat_factors(self, epoch: int) -> dict[str | None, float]:
+        """Class → repeat factor on this worker's rows of the epoch (only the tags column is read)."""
+        counts: Counter[str | None] = Counter()
+        for ref in self.row_groups_of(epoch):
+            table = self.shards.read(ref, ["source_id", "tags"])
+            for source_id, tags in zip(
+                table.column("source_id").to_pylist(), table.column("tags").to_pylist(), strict=True
+            ):
+                if self._in_split(source_id):
+                    counts[(tags or {}).get(self.balance_tag)] += 1
+        largest = max(counts.values(), default=1)
+        return {value: largest / count for value, count in counts.items()}
+
+    def _copies(self, record: SegmentRecord, factors: dict[str | None, float], epoch: int) -> int:
+        factor = factors.get(record.tags.get(self.balance_tag or ""), 1.0)
+        whole, fraction = math.floor(factor), factor - math.floor(factor)
+        draw = random.Random(f"{self.seed}:repeat:{epoch}:{record.segment_id}").random()
+        return whole + (1 if draw < fraction else 0)
+
+    def epoch(self, epoch: int) -> Iterator[SegmentRecord]:
+        rng = random.Random(f"{self.seed}:shuffle:{epoch}:{self.rank}")
+        factors = self.repeat_factors(epoch) if self.balance_tag else {}
+        buffer: list[SegmentRecord] = []
+        for ref in self.row_groups_of(epoch):
+            for record in self.shards.records(ref, self.policy):
+                if not self._in_split(record.source_id):
+                    continue
+                for _ in range(self._copies(record, factors, epoch) if self.balance_tag else 1):
+                    buffer.append(record)
+                    if len(buffer) >= self.buffer_rows:
+                        yield _pop_random(buffer, rng)
+        while buffer:
+            yield _pop_random(buffer, rng)
+
+
+def _pop_random(buffer: list[SegmentRecord], rng: random.Random) -> SegmentRecord:
+    index = rng.randrange(len(buffer))
+    buffer[index], buffer[-1] = buffer[-1], buffer[index]
+    return buffer.pop()

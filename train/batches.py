@@ -1,0 +1,171 @@
+"""Duration-bucketed batches from a worker's segment stream, and their collation into tensors.
+
+A batch holds rows of one duration bucket up to a budget of audio seconds (after cropping) and never
+two rows of one segment (a positive must be the only positive of its row: CLSP's labels assume it).
+Batch plans depend only on row metadata, so a resumed run rebuilds the plans it had already trained
+on without decoding audio and continues at the next one: no row repeated, none skipped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from annotate.audio import SAMPLE_RATE, decode_flac
+from train.perturb import Perturber
+from train.shards import Caption, SegmentRecord, SegmentStream
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """Where a worker's stream stands: the epoch and how many batches of it were trained on."""
+
+    epoch: int = 0
+    batches: int = 0
+
+
+@dataclass
+class Batch:
+    audio: torch.Tensor  # [B, T] float32, zero-padded 16 kHz waveforms
+    audio_lens: torch.Tensor  # [B] int64 samples
+    texts: list[str]  # one caption per row
+    second_texts: list[str]  # another caption of the same row (multi-positive stage)
+    perturbed_texts: list[str | None]  # the caption with one attribute flipped, where one could be
+    tags: dict[str, list[str | None]]
+    groups: list[str]  # source or speaker id, for masking same-group negatives
+    segment_ids: list[str]
+    audio_keys: list[tuple[str, int, int]]  # (segment, crop start, samples): what a frozen encoder saw
+
+
+class BatchPlanner:
+    """Groups a stream into per-bucket batches with an audio-seconds budget."""
+
+    def __init__(self, edges_s: Sequence[float], budget_s: float, max_rows: int, max_crop_s: float) -> None:
+        self.edges_s = sorted(edges_s)
+        self.budget_s, self.max_rows, self.max_crop_s = budget_s, max_rows, max_crop_s
+
+    def plans(self, records: Iterator[SegmentRecord]) -> Iterator[list[SegmentRecord]]:
+        buckets: list[list[SegmentRecord]] = [[] for _ in range(len(self.edges_s) + 1)]
+        waiting: list[list[SegmentRecord]] = [[] for _ in buckets]  # repeats of a segment already in
+        for record in records:
+            index = bisect.bisect_right(self.edges_s, record.duration_s)
+            bucket = buckets[index]
+            if any(r.segment_id == record.segment_id for r in bucket):
+                waiting[index].append(record)
+                continue
+            bucket.append(record)
+            if self._full(bucket):
+                yield bucket
+                buckets[index] = bucket = []
+                held, waiting[index] = waiting[index], []
+                for again in held:
+                    if any(r.segment_id == again.segment_id for r in bucket):
+                        waiting[index].append(again)
+                    else:
+                        bucket.append(again)
+        # The epoch's leftovers, shortest bucket first; a lone row teaches nothing contrastive, and
+        # rows still waiting are extra copies (class balancing) of segments already trained on.
+        for bucket in buckets:
+            if len(bucket) >= 2:
+                yield bucket
+
+    def _full(self, bucket: list[SegmentRecord]) -> bool:
+        seconds = sum(min(r.duration_s, self.max_crop_s) for r in bucket)
+        longest = min(max(r.duration_s for r in bucket), self.max_crop_s)
+        return len(bucket) >= self.max_rows or seconds + longest > self.budget_s
+
+
+def epoch_plans(stream: SegmentStream, planner: BatchPlanner, state: SamplerState):
+    """(state after the plan, plan) from `state` on, forever: epochs follow each other."""
+    epoch, skip = state.epoch, state.batches
+    while True:
+        done = 0
+        for plan in planner.plans(stream.epoch(epoch)):
+            done += 1
+            if done <= skip:
+                continue  # already trained on before the checkpoint
+            yield SamplerState(epoch, done), plan
+        if done == 0:
+            raise ValueError("a worker's part of the data holds fewer than 2 usable segments")
+        epoch, skip = epoch + 1, 0
+
+
+def _pick(
+    captions: tuple[Caption, ...], granularity: str | None, rng: random.Random, avoid: str | None = None
+):
+    pool = [c for c in captions if granularity is None or c.granularity == granularity]
+    pool = [c for c in pool if c.text != avoid] or pool or list(captions)
+    return rng.choice(pool).text
+
+
+def choose_captions(record: SegmentRecord, task: int, rng: random.Random) -> tuple[str, str]:
+    """First and second caption of a row. Task 0: any two (single-positive stages use the first);
+    task 1: global + fine; task 2: two different fine views (CLSP's multi-positive tasks)."""
+    if task == 0:
+        first = _pick(record.captions, None, rng)
+        return first, _pick(record.captions, None, rng, avoid=first)
+    if task == 1:
+        first = _pick(record.captions, "global", rng)
+        return first, _pick(record.captions, "fine", rng, avoid=first)
+    first = _pick(record.captions, "fine", rng)
+    return first, _pick(record.captions, "fine", rng, avoid=first)
+
+
+def crop(wave: np.ndarray, max_samples: int, rng: random.Random) -> tuple[np.ndarray, int]:
+    """A random window of at most `max_samples` and where it starts."""
+    if wave.size <= max_samples:
+        return wave, 0
+    start = rng.randrange(wave.size - max_samples + 1)
+    return wave[start : start + max_samples], start
+
+
+def pad(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded batch and exact lengths (the masks downstream come from these lengths)."""
+    lens = torch.tensor([w.size for w in waves], dtype=torch.int64)
+    audio = torch.zeros(len(waves), int(lens.max()))
+    for i, wave in enumerate(waves):
+        audio[i, : wave.size] = torch.from_numpy(wave)
+    return audio, lens
+
+
+def collate(
+    plan: list[SegmentRecord],
+    *,
+    task: int,
+    rng: random.Random,
+    max_crop_s: float,
+    perturber: Perturber | None,
+    tag_names: tuple[str, ...],
+    group_by: str,
+) -> Batch:
+    max_samples = int(max_crop_s * SAMPLE_RATE)
+    crops = [crop(decode_flac(r.flac), max_samples, rng) for r in plan]
+    audio, lens = pad([wave for wave, _ in crops])
+    pairs = [choose_captions(r, task, rng) for r in plan]
+    texts = [first for first, _ in pairs]
+    return Batch(
+        audio=audio,
+        audio_lens=lens,
+        texts=texts,
+        second_texts=[second for _, second in pairs],
+        perturbed_texts=[
+            perturber.perturb(text, r.tags, rng) if perturber else None
+            for text, r in zip(texts, plan, strict=True)
+        ],
+        tags={name: [r.tags.get(name) for r in plan] for name in tag_names},
+        groups=[
+            (r.speaker or r.source_id)
+            if group_by == "speaker"
+            else r.source_id
+            if group_by == "source"
+            else r.segment_id
+            for r in plan
+        ],
+        segment_ids=[r.segment_id for r in plan],
+        audio_keys=[(r.segment_id, start, wave.size) for r, (wave, start) in zip(plan, crops, strict=True)],
+    )
