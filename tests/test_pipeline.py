@@ -115,10 +115,12 @@ def test_the_ray_run_and_the_plain_loop_write_the_same_rows(demo_run, tmp_path):
 
 def test_the_training_reader_streams_verified_captions(demo_run):
     from annotate.audio import decode_flac
-    from train.shards import iter_captioned_segments
+    from train.shards import CaptionPolicy, ShardSet, iter_split
 
-    segments = list(iter_captioned_segments(demo_run.out))
+    shards = ShardSet([demo_run.out])
+    segments = list(iter_split(shards, CaptionPolicy(granularities=("fine",)), "all", 0.0))
     assert len(segments) == demo_run.totals["segments"]  # every acoustic caption passes
     assert all(len(s.captions) == 3 for s in segments)
     assert abs(decode_flac(segments[0].flac).size / 16000 - segments[0].duration_s) < 0.002
-    assert all(len(s.captions) == 1 for s in iter_captioned_segments(demo_run.out, granularity="global"))
+    global_only = iter_split(shards, CaptionPolicy(granularities=("global",)), "all", 0.0)
+    assert all(len(s.captions) == 1 for s in global_only)

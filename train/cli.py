@@ -121,21 +121,28 @@ AudioRootOption = Annotated[
     Path | None, typer.Option(help="Folder that relative manifest paths start at (default: the manifest's).")
 ]
 PathColumnOption = Annotated[str, typer.Option(help="The manifest column that names the audio file.")]
+UnseenOption = Annotated[
+    bool,
+    typer.Option(
+        help="With --manifest: only clips whose source the model did not train on (source_id, content hash)."
+    ),
+]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")]
 
 
-def _model_and_clips(model_path, manifest, runs, split, audio_root, path_column):
+def _model_and_clips(model_path, manifest, runs, split, audio_root, path_column, unseen=False):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from train.evaluate import EvaluationInputError, clips_from_manifest, clips_from_runs
+    from train.evaluate import EvaluationInputError, clips_from_manifest, clips_from_runs, training_sources
     from train.export import load_model, read_description
 
     if split not in ("heldout", "train", "all"):
         raise EvaluationInputError(f"--split must be heldout, train or all, not '{split}'")
     description = read_description(model_path)
+    data = description.get("data", {})
     if manifest is not None:
-        clips = clips_from_manifest(manifest, audio_root, path_column)
+        seen = training_sources(data["runs"], data["holdout_fraction"]) if unseen else None
+        clips = clips_from_manifest(manifest, audio_root, path_column, exclude_sources=seen)
     else:
-        data = description.get("data", {})
         chosen = [str(r) for r in runs] if runs else data.get("runs", [])
         clips = clips_from_runs(chosen, split, data.get("holdout_fraction", 0.0))
     return load_model(model_path), clips
@@ -215,6 +222,7 @@ def zero_shot(
     split: SplitOption = "heldout",
     audio_root: AudioRootOption = None,
     path_column: PathColumnOption = "path",
+    unseen: UnseenOption = False,
     png: Annotated[Path | None, typer.Option(help="Write the confusion matrix here as a PNG.")] = None,
     json_out: JsonOption = None,
 ) -> None:
@@ -224,7 +232,7 @@ def zero_shot(
 
     templates = template or ["A {} speaker.", "A speaker in a {} tone."]
     try:
-        loaded, clips = _model_and_clips(model, manifest, run, split, audio_root, path_column)
+        loaded, clips = _model_and_clips(model, manifest, run, split, audio_root, path_column, unseen)
         result = run_zero_shot(loaded, clips, label, templates, class_name)
     except _user_errors() as error:
         raise _fail(str(error)) from None
@@ -260,13 +268,14 @@ def rank(
     split: SplitOption = "heldout",
     audio_root: AudioRootOption = None,
     path_column: PathColumnOption = "path",
+    unseen: UnseenOption = False,
     json_out: JsonOption = None,
 ) -> None:
     """Spearman and Pearson between sim(audio, HIGH) - sim(audio, LOW) and a measured value."""
     from train.evaluate import prompt_ranking
 
     try:
-        loaded, clips = _model_and_clips(model, manifest, run, split, audio_root, path_column)
+        loaded, clips = _model_and_clips(model, manifest, run, split, audio_root, path_column, unseen)
         result = prompt_ranking(loaded, clips, value, high, low, within)
     except _user_errors() as error:
         raise _fail(str(error)) from None

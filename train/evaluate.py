@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from annotate.audio import decode_flac, read_mono_16k
+from annotate.audio import content_id, decode_flac, read_mono_16k
 from train.batches import pad
 from train.metrics import (
     classification_scores,
@@ -29,7 +29,7 @@ from train.metrics import (
     retrieval_scores,
 )
 from train.model import DualEncoder
-from train.shards import CaptionPolicy, ShardSet, Split, iter_split
+from train.shards import CaptionPolicy, ShardSet, Split, is_heldout, iter_split
 
 
 class EvaluationInputError(ValueError):
@@ -71,9 +71,21 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def training_sources(runs: Sequence[str | Path], holdout_fraction: float) -> set[str]:
+    """The source ids a model trained on (the runs' sources outside the held-out split)."""
+    shards = ShardSet(list(runs))
+    ids = {sid for ref in shards.row_groups for sid in shards.read(ref, ["source_id"]).column(0).to_pylist()}
+    return {sid for sid in ids if not is_heldout(sid, holdout_fraction)}
+
+
 def clips_from_manifest(
-    path: str | Path, audio_root: str | Path | None = None, path_column: str = "path"
+    path: str | Path,
+    audio_root: str | Path | None = None,
+    path_column: str = "path",
+    exclude_sources: set[str] | None = None,
 ) -> list[Clip]:
+    """The manifest's clips; with `exclude_sources`, only those whose source id (the manifest's
+    source_id, else the file's content hash, as annotation computes it) is not in the set."""
     rows = read_manifest(path)
     if path_column not in rows[0]:
         raise EvaluationInputError(f"{path}: no '{path_column}' column (columns: {', '.join(rows[0])})")
@@ -84,7 +96,12 @@ def clips_from_manifest(
         audio_path = audio_path if audio_path.is_absolute() else root / audio_path
         if not audio_path.is_file():
             raise EvaluationInputError(f"{path}: audio file {audio_path} does not exist")
+        source_id = row.get("source_id") or (content_id(audio_path) if exclude_sources is not None else None)
+        if exclude_sources is not None and source_id in exclude_sources:
+            continue
         clips.append(Clip(str(row[path_column]), read_mono_16k(audio_path), dict(row)))
+    if not clips:
+        raise EvaluationInputError(f"{path}: no clip left (every source was seen in training)")
     return clips
 
 

@@ -36,7 +36,8 @@ from train.losses import (
 )
 from train.model import DualEncoder
 from train.perturb import Perturber
-from train.shards import CaptionPolicy, SegmentStream, ShardSet
+from train.prefetch import Prefetcher
+from train.shards import CaptionPolicy, SegmentRecord, SegmentStream, ShardSet
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,93 @@ def _to(batch: Batch, device: torch.device) -> Batch:
     return batch
 
 
+class TrainingSession:
+    """One worker's model, optimizer, scheduler and data pipeline, built the same way on every worker."""
+
+    def __init__(self, config: TrainConfig, device: torch.device | None = None) -> None:
+        self.config, self.data = config, config.data
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.device = device or _device(config)
+        self.shards = ShardSet(config.data.runs)
+        torch.manual_seed(config.seed)
+        self.model = DualEncoder(config.model, tag_classes_of(self.shards, config)).to(self.device)
+        dist.broadcast_parameters(self.model)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(config.optim.warmup_steps, config.total_steps)
+        )
+        data = self.data
+        self.stream = SegmentStream(
+            self.shards,
+            CaptionPolicy(data.verified_only, tuple(data.granularities)),
+            rank=self.rank,
+            world=self.world,
+            seed=data.seed,
+            buffer_rows=data.shuffle_buffer,
+            holdout_fraction=data.holdout_fraction,
+            balance_tag=data.balance_tag,
+        )
+        self.planner = BatchPlanner(
+            data.bucket_edges_s, data.batch_audio_s, data.max_batch_size, data.max_crop_s
+        )
+        self.perturber = Perturber(config.perturb.lexicon, self.shards.tag_names)
+        self.losses = StepLosses(self.model, config)
+
+    def task_of(self, step: int) -> int:
+        """0: one caption per row; with a multi-positive loss, CLSP's task drawn for this step."""
+        loss = self.config.loss
+        if not self.config.stage_at(step).multi_positive:
+            return 0
+        return draw_task(step, self.config.seed, loss.task_p0, loss.task_p_min, loss.task_decay_steps)
+
+    def batch_of(self, state: SamplerState, plan: list[SegmentRecord], task: int) -> Batch:
+        # Seeded by position, not by RNG state: a resumed run collates exactly the same batch.
+        rng = random.Random(f"{self.data.seed}:batch:{self.rank}:{state.epoch}:{state.batches}")
+        batch = collate(
+            plan,
+            task=task,
+            rng=rng,
+            max_crop_s=self.data.max_crop_s,
+            perturber=self.perturber,
+            tag_names=self.shards.tag_names,
+            group_by=self.data.mask_same,
+        )
+        return _to(batch, self.device)
+
+    def batches(self, first_step: int, sampler: SamplerState) -> Iterator[tuple[SamplerState, Batch]]:
+        """(sampler state after the batch, batch) for step `first_step` on."""
+        plans = epoch_plans(self.stream, self.planner, sampler)
+        for step, (state, plan) in enumerate(plans, start=first_step):
+            yield state, self.batch_of(state, plan, self.task_of(step))
+
+    def standardise(self) -> None:
+        first = (batch for _, batch in self.batches(0, SamplerState()))
+        fit_standardisation(self.model, first, lambda batch: [*batch.texts, *batch.second_texts])
+
+    def resume(self, state: dict[str, Any]) -> tuple[int, SamplerState]:
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        worker = state["workers"][self.rank]
+        worker.restore()
+        return state["step"], worker.sampler
+
+    def step(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """One optimisation step: losses, backward, gradients averaged over workers, clip, update."""
+        device = self.device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            total, terms = self.losses(batch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        dist.average_gradients(self.parameters)
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.clamp_logit_scale()
+        return total.detach(), terms
+
+
 def train_worker(loop_config: dict[str, Any]) -> LoopResult:
     """One worker's training. `loop_config`: {"config": TrainConfig as a dict, "out": folder,
     "export": folder or None, "stop_at": optional step to stop at (benchmarks)}."""
@@ -183,100 +271,36 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
     out = Path(loop_config["out"])
     export_to = Path(loop_config["export"]) if loop_config.get("export") else None
     stop_at = min(loop_config.get("stop_at") or config.total_steps, config.total_steps)
-    rank, world = dist.rank(), dist.world_size()
     torch.set_num_threads(config.cpus_per_worker)
-    device = _device(config)
-
-    shards = ShardSet(config.data.runs)
-    tag_classes = tag_classes_of(shards, config)
-    torch.manual_seed(config.seed)
-    model = DualEncoder(config.model, tag_classes).to(device)
-    dist.broadcast_parameters(model)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.optim.warmup_steps, config.total_steps)
-    )
-    data = config.data
-    policy = CaptionPolicy(data.verified_only, tuple(data.granularities))
-    stream = SegmentStream(
-        shards,
-        policy,
-        rank=rank,
-        world=world,
-        seed=data.seed,
-        buffer_rows=data.shuffle_buffer,
-        holdout_fraction=data.holdout_fraction,
-        balance_tag=data.balance_tag,
-    )
-    planner = BatchPlanner(data.bucket_edges_s, data.batch_audio_s, data.max_batch_size, data.max_crop_s)
-    perturber = Perturber(config.perturb.lexicon, shards.tag_names)
+    session = TrainingSession(config)
+    model, rank = session.model, session.rank
     config_dict = config.model_dump(mode="json")
 
     step, sampler = 0, SamplerState()
     resume = latest_checkpoint(out)
     if resume is not None:
-        state = load_checkpoint(resume, config_dict, world)
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, worker = state["step"], state["workers"][rank]
-        sampler = worker.sampler
-        worker.restore()
-
-    def batch_of(state: SamplerState, plan: list, task: int) -> Batch:
-        rng = random.Random(f"{data.seed}:batch:{rank}:{state.epoch}:{state.batches}")
-        batch = collate(
-            plan,
-            task=task,
-            rng=rng,
-            max_crop_s=data.max_crop_s,
-            perturber=perturber,
-            tag_names=shards.tag_names,
-            group_by=data.mask_same,
-        )
-        return _to(batch, device)
-
-    if resume is None:
-        first_batches = (
-            batch_of(state, plan, 0) for state, plan in epoch_plans(stream, planner, SamplerState())
-        )
-        fit_standardisation(model, first_batches, lambda batch: [*batch.texts, *batch.second_texts])
-    plans = epoch_plans(stream, planner, sampler)
-    losses = StepLosses(model, config)
+        step, sampler = session.resume(load_checkpoint(resume, config_dict, session.world))
+    else:
+        session.standardise()
+    batches = Prefetcher(session.batches(step, sampler))
     writer = _tensorboard(out) if rank == 0 else None
     progress = _progress(step, stop_at) if rank == 0 else None
     model.train()
-    started, deadline = time.monotonic(), None
-    if config.max_minutes:
-        deadline = started + config.max_minutes * 60
+    deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else None
     stopped_early = False
     while step < stop_at:
-        sampler, plan = next(plans)
+        sampler, batch = next(batches)
         stage = config.stage_at(step)
-        task = 0
-        if stage.multi_positive:
-            loss = config.loss
-            task = draw_task(step, config.seed, loss.task_p0, loss.task_p_min, loss.task_decay_steps)
-        batch = batch_of(sampler, plan, task)
         tick = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            total, terms = losses(batch, step)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        dist.average_gradients(parameters)
-        torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        model.clamp_logit_scale()
+        total, terms = session.step(batch, step)
         step += 1
-        rows = sum(dist.gather_objects(len(plan)))
+        rows = sum(dist.gather_objects(len(batch.texts)))
         if writer is not None:
             scalars = {
                 **{f"loss/{k}": v for k, v in terms.items()},
-                "loss/total": float(total.detach()),
+                "loss/total": float(total),
                 "logit_scale": float(model.logit_scale.detach().exp()),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": session.scheduler.get_last_lr()[0],
                 "samples_per_s": rows / max(time.perf_counter() - tick, 1e-9),
             }
             if stage.multi_positive:
@@ -288,14 +312,15 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
                 writer.add_scalar(key, value, step)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{float(total.detach()):.3f}", stage=stage.name, refresh=False)
+            progress.set_postfix(loss=f"{float(total):.3f}", stage=stage.name, refresh=False)
         out_of_time = deadline is not None and time.monotonic() > deadline
         out_of_time = any(dist.gather_objects(out_of_time))  # every worker stops at the same step
         if step % config.checkpoint_every == 0 or step == stop_at or out_of_time:
-            _checkpoint(out, step, model, optimizer, scheduler, sampler, config_dict, rank)
+            _checkpoint(out, step, session, sampler, config_dict)
         if out_of_time:
             stopped_early = step < stop_at
             break
+    batches.close()
     if progress is not None:
         progress.close()
     if writer is not None:
@@ -303,17 +328,17 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
     exported = None
     if rank == 0 and export_to is not None:
         split = {
-            "runs": [str(Path(r).resolve()) for r in data.runs],
-            "holdout_fraction": data.holdout_fraction,
+            "runs": [str(Path(r).resolve()) for r in config.data.runs],
+            "holdout_fraction": config.data.holdout_fraction,
         }
         exported = export_model(model, export_to, {"data": split, "steps": step})
     return LoopResult(step, stopped_early, exported, model)
 
 
-def _checkpoint(out, step, model, optimizer, scheduler, sampler, config_dict, rank) -> None:
+def _checkpoint(out: Path, step: int, session: TrainingSession, sampler: SamplerState, config: dict) -> None:
     workers = dist.gather_objects(WorkerState.capture(sampler))
-    if rank == 0:
-        save_checkpoint(out, step, model, optimizer, scheduler, workers, config_dict)
+    if session.rank == 0:
+        save_checkpoint(out, step, session.model, session.optimizer, session.scheduler, workers, config)
 
 
 def _tensorboard(out: Path):
