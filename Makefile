@@ -7,7 +7,7 @@ APT_PACKAGES := ffmpeg espeak-ng festival festvox-kallpc16k festvox-us-slt-hts s
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: env system-deps demo test lint bench examples clean
+.PHONY: env system-deps demo test lint bench bench-train examples clean
 
 env: $(STAMP)
 
@@ -28,8 +28,30 @@ $(STAMP): pyproject.toml | system-deps
 	$(BIN)/pip install -q -e '.[dev,asr]'
 	touch $(STAMP)
 
+# Real labeled speech for the demo's last figures, when it is there (see tests/conftest.py).
+CALIBRATION ?= ../shared/calibration
+DEMO_MODEL := runs/demo/model
+
+# Annotate the example corpus, train the CPU default on it for a few minutes, export, then evaluate
+# on what training never saw: the held-out sources (retrieval next to chance, zero-shot gender, pitch
+# ranking) and, when present, real recorded speech.
 demo: env
 	$(BIN)/stylecaps annotate --config configs/demo.yaml --out runs/demo
+	$(BIN)/stylecaps train --config configs/train-demo.yaml --run runs/demo --out runs/demo-training \
+		--export $(DEMO_MODEL)
+	$(BIN)/stylecaps evaluate retrieval $(DEMO_MODEL)
+	$(BIN)/stylecaps evaluate zero-shot $(DEMO_MODEL) --manifest examples/labels.csv --unseen --label gender \
+		--png runs/demo-training/gender-confusion.png
+	$(BIN)/stylecaps evaluate rank $(DEMO_MODEL) --manifest examples/labels.csv --unseen --value pitch \
+		--within gender
+	@if [ -f $(CALIBRATION)/labels.csv ]; then \
+		echo "real speech: $(CALIBRATION) (RAVDESS, 720 clips of 24 actors)"; \
+		$(BIN)/stylecaps evaluate zero-shot $(DEMO_MODEL) --manifest $(CALIBRATION)/labels.csv \
+			--audio-root $(CALIBRATION)/audio --path-column filename --label gender \
+			--png runs/demo-training/real-gender-confusion.png && \
+		$(BIN)/stylecaps evaluate rank $(DEMO_MODEL) --manifest $(CALIBRATION)/labels.csv \
+			--audio-root $(CALIBRATION)/audio --path-column filename --value f0_median_hz --within gender; \
+	fi
 
 test: env
 	$(BIN)/python -m pytest tests
@@ -39,6 +61,10 @@ lint: env
 
 bench: env
 	$(BIN)/python bench/pipeline_cpu.py
+
+bench-train: env
+	test -f runs/demo/manifest.json || $(BIN)/stylecaps annotate --config configs/demo.yaml --out runs/demo
+	$(BIN)/python bench/train_step.py --run runs/demo
 
 examples: system-deps
 	$(PYTHON) scripts/make_examples.py --out examples

@@ -25,13 +25,26 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from train.config import load_train_config  # noqa: E402
-from train.evaluate import clips_from_manifest, clips_from_runs, prompt_ranking, retrieval, zero_shot  # noqa: E402
+from train.evaluate import (  # noqa: E402
+    clips_from_manifest,
+    clips_from_runs,
+    embed_clips,
+    prompt_ranking,
+    retrieval,
+    zero_shot,
+)
 from train.export import load_model  # noqa: E402
 from train.loop import train_worker  # noqa: E402
 
 CANDIDATES = {
-    "ge2e+spectral (frozen)": {"kind": "ge2e", "spectral_features": True, "trainable": False},
-    "ge2e (frozen)": {"kind": "ge2e", "spectral_features": False, "trainable": False},
+    "ge2e+spectral+pitch (frozen)": {
+        "kind": "ge2e",
+        "window_features": ["spectral", "pitch"],
+        "trainable": False,
+    },
+    "ge2e+pitch (frozen)": {"kind": "ge2e", "window_features": ["pitch"], "trainable": False},
+    "ge2e+spectral (frozen)": {"kind": "ge2e", "window_features": ["spectral"], "trainable": False},
+    "ge2e (frozen)": {"kind": "ge2e", "window_features": [], "trainable": False},
     "conv_transformer (scratch)": {"kind": "conv_transformer", "trainable": True},
 }
 GENDER_TEMPLATES = ["A {} speaker.", "A {} voice.", "The speaker is {}."]
@@ -69,9 +82,10 @@ def main() -> None:
             train_worker({"config": config, "out": folder, "export": f"{folder}/model"})
             train_s = time.perf_counter() - started
             model = load_model(f"{folder}/model")
-        gender = zero_shot(model, real, "gender", GENDER_TEMPLATES, ["female", "male"])
+        embedded = embed_clips(model, real)
+        gender = zero_shot(model, real, "gender", GENDER_TEMPLATES, ["female", "male"], audio=embedded)
         pitch = prompt_ranking(
-            model, real, "f0_median_hz", "A high-pitched voice.", "A low-pitched voice.", "gender"
+            model, real, "f0_median_hz", "A high-pitched voice.", "A low-pitched voice.", "gender", embedded
         )
         demo = retrieval(model, heldout, "global")
         figures[name] = {

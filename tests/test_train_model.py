@@ -113,7 +113,7 @@ def test_ge2e_windows_reproduce_resemblyzers_embedding_of_real_speech(tmp_path):
         speak(tmp_path / "a.wav", "The library opens at nine every weekday morning, said the clerk.")
     )
     reference = VoiceEncoder("cpu", verbose=False).embed_utterance(preprocess_wav(wave, 16000))
-    encoder = GE2EEncoder(AudioEncoderConfig(kind="ge2e", spectral_features=False)).eval()
+    encoder = GE2EEncoder(AudioEncoderConfig(kind="ge2e", window_features=())).eval()
     trimmed = torch.from_numpy(preprocess_wav(wave, 16000))[None]
     with torch.no_grad():
         frames, mask = encoder(trimmed, torch.tensor([trimmed.shape[1]]))

@@ -5,9 +5,11 @@ sample lengths, so the pooling after it never counts padding.
 
 - `ge2e`: resemblyzer's GE2E speaker encoder (3-layer LSTM over 40 mel bands, trained on thousands of
   real speakers; weights ship in the resemblyzer wheel), run as it was trained: on 1.6 s windows
-  1.3 times a second, one 256-d embedding per window. With `spectral_features` each window also
-  carries its mean log-mel and log energy before GE2E's volume normalisation, so level and spectral
-  tilt (loudness, effort), which the speaker embedding is trained to ignore, reach the head.
+  1.3 times a second, one 256-d embedding per window. The speaker embedding is trained to ignore
+  what varies within a speaker, which is what style captions describe, so each window can also carry
+  `window_features`: 'spectral', its mean log-mel and log energy before GE2E's volume normalisation
+  (level, spectral tilt: loudness, effort), and 'pitch', the mean log f0 of its voiced frames and its
+  voiced share, from a normalised-autocorrelation tracker (pitch itself, not a correlate of it).
 - `conv_transformer`: from scratch, two strided convolutions and a transformer over log-mel.
 - `hf`: any transformers audio encoder from a local folder (WavLM, HuBERT, wav2vec2, Whisper's encoder).
 """
@@ -84,8 +86,10 @@ class GE2EEncoder(nn.Module):
         self.mel = MelSpectrogram(40)
         self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
         self.linear = nn.Linear(256, 256)
-        self.spectral = config.spectral_features
-        self.out_dim = 256 + (41 if self.spectral else 0)
+        self.features = config.window_features
+        self.out_dim = (
+            256 + (41 if "spectral" in self.features else 0) + (2 if "pitch" in self.features else 0)
+        )
         if pretrained:
             state = torch.load(ge2e_weights(), map_location="cpu", weights_only=True)["model_state"]
             self.load_state_dict({k: v for k, v in state.items() if k.startswith(("lstm.", "linear."))})
@@ -117,15 +121,59 @@ class GE2EEncoder(nn.Module):
         embeds = torch.relu(self.linear(hidden[-1]))
         embeds = embeds / embeds.norm(dim=-1, keepdim=True).clamp(min=1e-8)
         frames = embeds.reshape(batch, count, -1)
-        if self.spectral:
+        extra = []
+        if "spectral" in self.features:
             raw = self.mel(audio)
-            raw = scaled_log(torch.cat([raw, raw.sum(-1, keepdim=True)], dim=-1))  # bands + frame energy
-            raw = nn.functional.pad(raw, (0, 0, 0, max(0, total - raw.shape[1])))
-            frame_mask = lengths_to_mask(n_frames, raw.shape[1]).float()[..., None]
-            sums = (raw * frame_mask).unfold(1, self.WINDOW, self.HOP).sum(-1)  # [B, W, 41]
+            extra.append(scaled_log(torch.cat([raw, raw.sum(-1, keepdim=True)], dim=-1)))  # bands + energy
+        if "pitch" in self.features:
+            log_f0, voiced = frame_pitch(audio, lens)
+            extra.append(torch.stack([log_f0 * voiced, voiced], dim=-1))
+        if extra:
+            per_frame = torch.cat([e[:, : mel.shape[1]] for e in extra], dim=-1)
+            per_frame = nn.functional.pad(per_frame, (0, 0, 0, max(0, total - per_frame.shape[1])))
+            frame_mask = lengths_to_mask(n_frames, per_frame.shape[1]).float()[..., None]
+            sums = (per_frame * frame_mask).unfold(1, self.WINDOW, self.HOP).sum(-1)  # [B, W, features]
             counts = frame_mask.unfold(1, self.WINDOW, self.HOP).sum(-1).clamp(min=1)
-            frames = torch.cat([frames, sums / counts], dim=-1)
+            means = sums / counts
+            if "pitch" in self.features:
+                # log f0 averaged over the window's voiced frames only (unvoiced frames carry none).
+                voiced_share = means[..., -1:].clamp(min=1e-6)
+                means = torch.cat(
+                    [means[..., :-2], means[..., -2:-1] / voiced_share, means[..., -1:]], dim=-1
+                )
+            frames = torch.cat([frames, means], dim=-1)
         return frames, valid
+
+
+_PITCH_FRAME = 640  # 40 ms: two periods of a 50 Hz voice
+_MIN_LAG, _MAX_LAG = SAMPLE_RATE // 500, SAMPLE_RATE // 60  # 500 Hz .. 60 Hz
+_VOICING = 0.5  # normalised autocorrelation at the period above which a frame counts as voiced
+_SILENCE_DB = 40.0  # frames this far below the clip's loudest are silence
+
+
+def frame_pitch(audio: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per 10 ms frame (centred like the STFT): log2(f0 / 150 Hz) and voicing (0/1), from the
+    normalised autocorrelation. The first lag within 10% of the best peak is taken, which avoids
+    the usual octave-down errors."""
+    half = _PITCH_FRAME // 2
+    padded = nn.functional.pad(audio, (half, half))
+    frames = padded.unfold(1, _PITCH_FRAME, _HOP)  # [B, F, 640]
+    frames = frames - frames.mean(-1, keepdim=True)
+    spectrum = torch.fft.rfft(frames, n=2 * _PITCH_FRAME)
+    acf = torch.fft.irfft(spectrum.abs().square(), n=2 * _PITCH_FRAME)[..., : _MAX_LAG + 1]
+    energy = acf[..., :1]
+    normalised = acf / energy.clamp(min=1e-10)
+    # Unbiased by the overlap that shrinks with the lag.
+    normalised = normalised * (_PITCH_FRAME / (_PITCH_FRAME - torch.arange(_MAX_LAG + 1)))
+    search = normalised[..., _MIN_LAG:]
+    best = search.max(-1, keepdim=True).values
+    lag = (search >= 0.9 * best).float().argmax(-1) + _MIN_LAG
+    level = 10 * torch.log10(energy[..., 0] + 1e-10)
+    valid = lengths_to_mask(frame_lengths(lens), level.shape[1])
+    loudest = level.masked_fill(~valid, -1e9).max(-1, keepdim=True).values
+    voiced = (best[..., 0] > _VOICING) & (level > loudest - _SILENCE_DB) & valid
+    log_f0 = torch.log2(SAMPLE_RATE / lag.float() / 150.0)
+    return log_f0, voiced.float()
 
 
 def ge2e_weights() -> Path:

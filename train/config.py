@@ -52,8 +52,11 @@ class AudioEncoderConfig(StrictConfig):
     kind: Literal["ge2e", "conv_transformer", "hf"] = "ge2e"
     path: str | None = Field(default=None, description="hf: a local transformers audio model folder.")
     trainable: bool = Field(default=False, description="Fine-tune the encoder (else only the head).")
-    # ge2e: extra per-window features beside the speaker embedding (see train/audio_encoders.py).
-    spectral_features: bool = True
+    window_features: tuple[Literal["spectral", "pitch"], ...] = Field(
+        default=("spectral", "pitch"),
+        description="ge2e: features each 1.6 s window carries beside the speaker embedding: 'spectral' "
+        "(mean log-mel and energy), 'pitch' (autocorrelation f0 and voicing); see train/audio_encoders.py.",
+    )
     # conv_transformer (from scratch on log-mel)
     n_mels: Annotated[int, Field(gt=0)] = 64
     width: Annotated[int, Field(gt=0)] = 192

@@ -162,15 +162,21 @@ def class_prompts(model: DualEncoder, classes: list[str], templates: list[str]) 
 
 
 def zero_shot(
-    model: DualEncoder, clips: list[Clip], label: str, templates: list[str], classes: list[str] | None = None
+    model: DualEncoder,
+    clips: list[Clip],
+    label: str,
+    templates: list[str],
+    classes: list[str] | None = None,
+    audio: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """`audio`: the clips' embeddings when the caller already has them (several evaluations)."""
     truth = [str(v) for v in field_values(clips, label)]
     keep = [i for i, v in enumerate(truth) if v not in ("", "None", "nan")]
     truth = [truth[i] for i in keep]
     classes = classes or sorted(set(truth))
     if len(classes) < 2:
         raise EvaluationInputError(f"'{label}' has fewer than 2 classes among the clips")
-    audio = embed_clips(model, [clips[i] for i in keep])
+    audio = (embed_clips(model, clips) if audio is None else audio)[keep]
     predicted = [classes[j] for j in (audio @ class_prompts(model, classes, templates).T).argmax(axis=1)]
     scores = classification_scores(truth, predicted, classes)
     return {
@@ -182,13 +188,19 @@ def zero_shot(
 
 
 def prompt_ranking(
-    model: DualEncoder, clips: list[Clip], value: str, high: str, low: str, within: str | None = None
+    model: DualEncoder,
+    clips: list[Clip],
+    value: str,
+    high: str,
+    low: str,
+    within: str | None = None,
+    audio: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Spearman/Pearson between sim(audio, high) - sim(audio, low) and a numeric field, over all
     clips and within each group of `within` (pitch within gender: between genders pitch is trivial)."""
     numbers = np.array([float(v) if v not in (None, "") else np.nan for v in field_values(clips, value)])
     groups = [str(g) for g in field_values(clips, within)] if within else ["all"] * len(clips)
-    audio = embed_clips(model, clips)
+    audio = embed_clips(model, clips) if audio is None else audio
     prompts = embed_texts(model, [high, low])
     score = audio @ prompts[0] - audio @ prompts[1]
     by_group: dict[str, list[int]] = defaultdict(list)
