@@ -102,6 +102,17 @@ def test_retrieval_on_the_models_heldout_split_prints_figures_and_chance(model_f
     assert set(figures["global"]["text_to_audio"]) == {"R@1", "R@5", "R@10", "mAP@10", "median_rank"}
 
 
+def test_retrieval_from_a_manifest_of_audio_and_captions(model_folder, manifest, tmp_path):
+    code, out, err = invoke(
+        "evaluate", "retrieval", model_folder, "-m", manifest, "--json", tmp_path / "r.json"
+    )
+    assert code == 0, err
+    assert f"retrieval, given captions, {len(CLIPS)} clips" in out
+    assert json.loads((tmp_path / "r.json").read_text())["given"]["chance"]["R@1"] == pytest.approx(
+        1 / len(CLIPS)
+    )
+
+
 def test_zero_shot_prints_wa_ua_and_writes_the_confusion_png(model_folder, manifest, tmp_path):
     code, out, err = invoke(
         "evaluate",

@@ -240,7 +240,7 @@ def zero_shot(
         f"zero-shot {label}: WA {result['WA']:.3f}  UA {result['UA']:.3f}  "
         f"(chance: WA {result['chance_WA']:.3f}, UA {1 / len(result['classes']):.3f}; {result['n']} clips)"
     )
-    confusion = Table(title=f"confusion (rows: true {label}, columns: predicted)")
+    confusion = Table(title="rows: true, columns: predicted")
     confusion.add_column("")
     for name in result["classes"]:
         confusion.add_column(name, justify="right")

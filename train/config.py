@@ -53,9 +53,10 @@ class AudioEncoderConfig(StrictConfig):
     path: str | None = Field(default=None, description="hf: a local transformers audio model folder.")
     trainable: bool = Field(default=False, description="Fine-tune the encoder (else only the head).")
     window_features: tuple[Literal["spectral", "pitch"], ...] = Field(
-        default=("spectral", "pitch"),
+        default=("pitch",),
         description="ge2e: features each 1.6 s window carries beside the speaker embedding: 'spectral' "
-        "(mean log-mel and energy), 'pitch' (autocorrelation f0 and voicing); see train/audio_encoders.py.",
+        "(mean log-mel and energy), 'pitch' (autocorrelation f0 and voicing); see train/audio_encoders.py. "
+        "The default is what did best on real speech (README, encoder comparison).",
     )
     # conv_transformer (from scratch on log-mel)
     n_mels: Annotated[int, Field(gt=0)] = 64

@@ -28,6 +28,9 @@ def launch(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     out = Path(out).resolve()
+    # Ray Train workers run in folders of their own: every path they get is absolute.
+    runs = [str(Path(run).resolve()) for run in config.data.runs]
+    config = config.model_copy(update={"data": config.data.model_copy(update={"runs": runs})})
     out.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:

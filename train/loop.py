@@ -295,7 +295,7 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
         total, terms = session.step(batch, step)
         step += 1
         rows = sum(dist.gather_objects(len(batch.texts)))
-        if writer is not None:
+        if writer is not None and step % config.log_every == 0:
             scalars = {
                 **{f"loss/{k}": v for k, v in terms.items()},
                 "loss/total": float(total),

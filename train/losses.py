@@ -8,7 +8,6 @@ negatives (same source or speaker), the diagonal never masked.
 
 from __future__ import annotations
 
-import math
 import random
 
 import torch
@@ -169,7 +168,3 @@ def draw_task(step: int, seed: int, p0: float, p_min: float, decay_steps: int) -
     draw = random.Random(f"{seed}:task:{step}").random()
     return 1 if draw < task_probability(step, p0, p_min, decay_steps) else 2
 
-
-def chance_log_loss(n: int) -> float:
-    """InfoNCE of uniform logits over n candidates: what an untrained model scores."""
-    return math.log(n)
