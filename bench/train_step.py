@@ -72,9 +72,9 @@ def shards_over_memory(config: TrainConfig, steps: int, pairs: int) -> dict[str,
     session.model.train()
     # Warm-up: one pass over the batches we time, so frozen encoders' caches hold every crop either way.
     start = SamplerState()
-    warm = [batch for _, batch in zip(range(steps), session.batches(0, start), strict=False)]
+    warm = [batch for _, (_, batch) in zip(range(steps), session.batches(0, start), strict=False)]
     timed_steps(session, warm, 0)
-    in_memory = [batch for _, batch in zip(range(steps), session.batches(0, start), strict=False)]
+    in_memory = [batch for _, (_, batch) in zip(range(steps), session.batches(0, start), strict=False)]
     times: dict[str, list[float]] = {"shards": [], "memory": []}
     rows = 0
     for order in [("shards", "memory"), ("memory", "shards")] * pairs:
