@@ -18,12 +18,13 @@ from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
 from annotate.segment import SegmenterConfig
 from annotate.transcribe import WhisperConfig
+from pipeline.errors import UsageError
 from verify.rules import RulesVerifierConfig
 
 Gender = Literal["female", "male"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config that cannot be used; the message is one line naming the offending key."""
 
 
@@ -75,6 +76,25 @@ class StageResources(StrictConfig):
     )
 
 
+class LockConfig(StrictConfig):
+    """The run directory's writer lock (pipeline.lock): how a holder on another host proves it lives."""
+
+    heartbeat_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="The holder refreshes the lock file this often."
+    )
+    stale_after_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="A lock from another host without a heartbeat for this long is stale and taken over "
+        "(on the same host, a dead holder's lock is taken over at once).",
+    )
+
+    @model_validator(mode="after")
+    def _beats_before_stale(self) -> LockConfig:
+        if self.stale_after_s < 3 * self.heartbeat_s:
+            raise ValueError(f"stale_after_s ({self.stale_after_s}) must be at least 3 heartbeats")
+        return self
+
+
 class RayConfig(StrictConfig):
     address: str | None = Field(
         default=None, description="Existing cluster address; None starts a local one."
@@ -90,6 +110,7 @@ class RunConfig(StrictConfig):
     caption: CaptionConfig = CaptionConfig()
     verify: VerifyConfig = VerifyConfig()
     write: WriteConfig = WriteConfig()
+    lock: LockConfig = LockConfig()
     ray: RayConfig = RayConfig()
 
     @model_validator(mode="before")

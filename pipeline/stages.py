@@ -13,16 +13,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from annotate.base import BatchStage, Row, StreamingStage, failed_row
+from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
 from annotate.segment import SileroSegmenter
 from annotate.transcribe import WhisperTranscriber
 from pipeline.config import RunConfig, StageResources
-from pipeline.contract import STATUS_OK
+from pipeline.errors import UsageError
 from verify.rules import RulesVerifier
 
 
-class StageSetupError(RuntimeError):
+class StageSetupError(UsageError):
     """A stage could not set up (a model path that does not exist, a missing package)."""
 
 

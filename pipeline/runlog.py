@@ -1,0 +1,79 @@
+"""The log of one invocation: commits, warnings and the full traceback of an error.
+
+Until the run directory is known to be ours, lines go to a temporary file; once it is open (under its
+lock), the log moves to RUN/logs/<command>-<time>-<pid>.log, so a foreign or unusable --out is never
+written to. The console gets one line per error; this file gets the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+LOGGER_NAME = "stylecaps"
+log = logging.getLogger(LOGGER_NAME)
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _QuietFileHandler(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A log line that cannot be written (a full disk) must not print logging's noise on the console."""
+
+
+class InvocationLog:
+    def __init__(self, command: str) -> None:
+        self.name = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        handle, temporary = tempfile.mkstemp(prefix="stylecaps-", suffix=".log")
+        os.close(handle)
+        self.path = Path(temporary)
+        self._handler: logging.Handler | None = None
+        self._attach()
+        log.setLevel(logging.INFO)
+
+    def _attach(self) -> None:
+        handler = _QuietFileHandler(self.path, encoding="utf-8", delay=True)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        log.addHandler(handler)
+        self._handler = handler
+
+    def _detach(self) -> None:
+        if self._handler is not None:
+            log.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    def move_into(self, run_root: Path) -> None:
+        """Continue the log inside the run directory (RUN/logs/), keeping what was written so far."""
+        target = run_root / "logs" / self.name
+        try:
+            target.parent.mkdir(exist_ok=True)
+            self._detach()
+            if self.path.exists():
+                shutil.move(self.path, target)
+            self.path = target
+        except OSError:
+            log.warning("the log stays at %s: the run directory's logs/ is not writable", self.path)
+        self._attach()
+
+    def close(self) -> None:
+        self._detach()
+        in_run = self.path.parent.name == "logs"
+        if not in_run and self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()  # nothing worth keeping was logged before a run directory was open
+
+    def exception(self, message: str) -> str:
+        """Write the current exception's traceback; return where it went (or why it could not)."""
+        if self._handler is not None:
+            self._handler.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                handle.write(f"{stamp} ERROR {LOGGER_NAME}: {message}\n{traceback.format_exc()}")
+            return str(self.path)
+        except OSError as error:  # a full disk must not hide the error being reported
+            return f"nowhere ({error.strerror})"
