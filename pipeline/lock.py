@@ -40,6 +40,7 @@ LOCK_NAME = "writer.lock"
 _BREAK_SUFFIX = ".break"
 _BREAK_STALE_S = 30.0  # breaking takes milliseconds; a break lock this old was left by a dead process
 _WAIT_POLL_S = 1.0
+_UNREADABLE_GRACE_S = 1.0  # a record is written in microseconds; longer means a writer that died doing it
 
 
 class RunLockedError(StylecapsError):
@@ -126,15 +127,25 @@ class RunLock:
     def acquire(self, wait: bool = False, on_wait: Any = None) -> RunLock:
         """Take the lock; if a live process holds it, raise RunLockedError or (wait=True) wait for it."""
         announced = False
+        unreadable_since = None
         while True:
             if self._try_create():
                 self._held = True
                 self._start_heartbeat()
                 return self
             holder, alive = self._holder()
-            if holder is None or not alive:
+            if not alive:
                 self._break(holder)
                 continue
+            if holder is None:  # a record being written (or removed) right now: look again shortly
+                unreadable_since = unreadable_since or time.monotonic()
+                if wait or time.monotonic() - unreadable_since < _UNREADABLE_GRACE_S:
+                    time.sleep(0.05)
+                    continue
+                raise RunLockedError(
+                    f"{self.root} is in use: its {LOCK_NAME} is fresh but unreadable; wait for it to "
+                    "finish, or pass --wait to start when it does"
+                )
             if not wait:
                 raise RunLockedError(
                     f"{self.root} is in use by {holder.describe()}; wait for it to finish, or pass "
@@ -211,7 +222,8 @@ class RunLock:
         if record.host == self.owner.host and record.pid_ns == self.owner.pid_ns and record.pid_ns:
             if record.boot_id and record.boot_id != self.owner.boot_id:
                 return record, False  # the host rebooted since
-            return record, _pid_start(record.pid) == record.pid_start
+            started = _pid_start(record.pid)
+            return record, started != 0 and started == record.pid_start
         return record, self._age(self.path) < self.stale_after_s
 
     def _age(self, path: Path) -> float:

@@ -331,38 +331,52 @@ class RunDirectory:
         open_sources: pa.Table,
         stats: dict[str, Any],
     ) -> Commit:
-        """Make a shard (if it has rows) and the journals of one commit part of the run."""
+        """Make a shard (if it has rows) and the journals of one commit part of the run.
+
+        Every file is written under a hidden temporary name first; then all are renamed into place and
+        the manifest is replaced. If anything fails before the manifest is, the files of this commit are
+        removed again: an unlisted file is never left visible."""
         index = len(self.commits)
-        shard_entry = None
-        if shard is not None:
-            entry = shard.finish()
-            if entry["rows"]:
-                os.replace(shard.temporary, shard.final)
-                shard_entry = {"path": shard.final.relative_to(self.root).as_posix(), **entry}
-            else:
-                shard.temporary.unlink()
-        journal = {
-            kind: self._write_small(table, f"journal/{index:05d}.{kind}.parquet")
-            for kind, table in (("sources", sources), ("failures", failures), ("open", open_sources))
-        }
-        commit = Commit(index=index, shard=shard_entry, journal=journal, stats=stats)
-        if self._fence is not None:
-            self._fence()  # a writer that lost its lock must not replace the manifest
-        self.commits.append(commit)
+        staged: list[tuple[Path, Path]] = []  # (temporary, final)
+        try:
+            shard_entry = None
+            if shard is not None:
+                entry = shard.finish()
+                if entry["rows"]:
+                    staged.append((shard.temporary, shard.final))
+                    shard_entry = {"path": shard.final.relative_to(self.root).as_posix(), **entry}
+                else:
+                    shard.temporary.unlink()
+            journal = {}
+            for kind, table in (("sources", sources), ("failures", failures), ("open", open_sources)):
+                journal[kind], temporary = self._write_small(table, f"journal/{index:05d}.{kind}.parquet")
+                staged.append((temporary, self.root / journal[kind]["path"]))
+            commit = Commit(index=index, shard=shard_entry, journal=journal, stats=stats)
+            if self._fence is not None:
+                self._fence()  # a writer that lost its lock must not replace the manifest
+            for temporary, final in staged:
+                os.replace(temporary, final)
+            self.commits.append(commit)
+            self._write_manifest(complete=False)
+        except BaseException:
+            if self.commits and self.commits[-1].index == index:
+                self.commits.pop()
+            for temporary, final in staged:
+                temporary.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+            raise
         self._stats = merge_stats(self._stats, stats)
-        self._write_manifest(complete=False)
         return commit
 
-    def _write_small(self, table: pa.Table, relative: str) -> dict[str, Any]:
-        final = self.root / relative
-        temporary = _hidden_temporary(final)
+    def _write_small(self, table: pa.Table, relative: str) -> tuple[dict[str, Any], Path]:
+        """Write a small table to a hidden temporary; return its manifest entry and the temporary path."""
+        temporary = _hidden_temporary(self.root / relative)
         sink = _HashingWriter(temporary)
         try:
             pq.write_table(table, sink)
         finally:
             sha256 = sink.close(fsync=self._fsync)
-        os.replace(temporary, final)
-        return {"path": relative, "rows": table.num_rows, "bytes": sink.size, "sha256": sha256}
+        return {"path": relative, "rows": table.num_rows, "bytes": sink.size, "sha256": sha256}, temporary
 
     def _write_manifest(self, complete: bool) -> None:
         shards = [c.shard for c in self.commits if c.shard]
@@ -380,10 +394,11 @@ class RunDirectory:
 
     def finish(self) -> None:
         """Write the whole-run ledger and failures table and mark the manifest complete."""
-        self._manifest["ledger"] = {
-            kind: self._write_small(table, f"{kind}.parquet")
-            for kind, table in (("sources", self.sources()), ("failures", self.failures()))
-        }
+        ledger = {}
+        for kind, table in (("sources", self.sources()), ("failures", self.failures())):
+            ledger[kind], temporary = self._write_small(table, f"{kind}.parquet")
+            os.replace(temporary, self.root / ledger[kind]["path"])
+        self._manifest["ledger"] = ledger
         if self._fence is not None:
             self._fence()
         self._write_manifest(complete=True)

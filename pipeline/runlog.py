@@ -70,10 +70,14 @@ class InvocationLog:
         """Write the current exception's traceback; return where it went (or why it could not)."""
         if self._handler is not None:
             self._handler.flush()
-        try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                handle.write(f"{stamp} ERROR {LOGGER_NAME}: {message}\n{traceback.format_exc()}")
-            return str(self.path)
-        except OSError as error:  # a full disk must not hide the error being reported
-            return f"nowhere ({error.strerror})"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        text = f"{stamp} ERROR {LOGGER_NAME}: {message}\n{traceback.format_exc()}"
+        failure = ""
+        for path in (self.path, Path(tempfile.gettempdir()) / self.name):  # the run's disk may be full
+            try:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(text)
+                return str(path)
+            except OSError as error:
+                failure = error.strerror
+        return f"nowhere ({failure})"
