@@ -174,7 +174,7 @@ def _from_manifest(path: Path, spec: SourceSpec) -> Iterator[Row]:
         resolved = path.parent / given  # relative manifest paths start at the manifest's folder
         yield _checked(
             {
-                "input_path": str(resolved.resolve()),
+                "input_path": os.path.realpath(resolved),  # not Path.resolve: it raises on a link loop
                 "source_path": given,
                 "source_id": _text(entry, "source_id", where, ids=True),
                 "speaker": _text(entry, "speaker", where, ids=True) or spec.speaker,
@@ -191,7 +191,7 @@ def _from_manifest(path: Path, spec: SourceSpec) -> Iterator[Row]:
 # -- files, folders, globs ------------------------------------------------------------------------------
 def _plain_row(path: Path, given: str, spec: SourceSpec) -> Row:
     return {
-        "input_path": str(path.resolve()),
+        "input_path": os.path.realpath(path),  # not Path.resolve: it raises on a link loop
         "source_path": given,
         "speaker": spec.speaker,
         "gender": spec.gender,
@@ -251,21 +251,33 @@ def _from_folder(root: Path, spec: SourceSpec) -> Iterator[Row]:
 
 def _expand(spec: SourceSpec) -> Iterator[Row]:
     path = Path(spec.path)
-    if path.is_dir():
+    # os.path's tests answer False where pathlib's raise (permission denied on a folder of the path).
+    if os.path.isdir(path):
         yield from _from_folder(path, spec)
-    elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
+    elif os.path.isfile(path) and path.suffix.lower() in MANIFEST_EXTENSIONS:
         yield from _from_manifest(path, spec)
-    elif path.is_file() or os.path.lexists(path):
-        yield _file_row(path, spec.path, spec)  # a named file that is no regular file fails as one input
+    elif _names_something(path):
+        yield _file_row(path, spec.path, spec)  # a named entry that is no readable file fails as one input
     elif glob.has_magic(spec.path):
         matches = sorted(Path(m) for m in glob.glob(spec.path, recursive=True))
-        files = [m for m in matches if not m.is_dir() and m.suffix.lower() in AUDIO_EXTENSIONS]
+        files = [m for m in matches if not os.path.isdir(m) and m.suffix.lower() in AUDIO_EXTENSIONS]
         if not files:
             raise SourceError(f"{spec.path}: the glob matches no audio file")
         for file in files:
             yield _file_row(file, str(file), spec)
     else:
         raise SourceError(f"{spec.path}: no such file, folder or glob match")
+
+
+def _names_something(path: Path) -> bool:
+    """Whether the path exists as an entry (a dangling link or an unreachable file counts)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:  # permission denied on a folder of the path, a name too long ...: say so per input
+        return True
+    return True
 
 
 def list_sources(specs: list[SourceSpec]) -> list[Row]:
