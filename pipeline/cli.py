@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -59,6 +60,8 @@ def _one_line_errors(command: str, resumable: bool) -> Iterator[InvocationLog]:
     """Turn every error into one line on stderr and an exit code (2: usage, 1: runtime, 130: SIGINT);
     the traceback of a runtime error goes to the invocation's log, named on that line."""
     invocation_log = InvocationLog(command)
+    invocation_log.capture_stderr()
+    console.file = invocation_log.console
     resume = "; what was committed is kept: run the same command again to resume" if resumable else ""
     try:
         yield invocation_log
@@ -76,6 +79,7 @@ def _one_line_errors(command: str, resumable: bool) -> Iterator[InvocationLog]:
         raise _fail(f"unexpected {type(error).__name__}: {first_line}{resume}", 1, details) from None
     finally:
         invocation_log.close()
+        console.file = sys.stderr
 
 
 InputArguments = Annotated[

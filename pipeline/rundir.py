@@ -356,16 +356,18 @@ class RunDirectory:
                 self._fence()  # a writer that lost its lock must not replace the manifest
             for temporary, final in staged:
                 os.replace(temporary, final)
+            before = self._stats
             self.commits.append(commit)
+            self._stats = merge_stats(before, stats)
             self._write_manifest(complete=False)
         except BaseException:
             if self.commits and self.commits[-1].index == index:
                 self.commits.pop()
+                self._stats = before
             for temporary, final in staged:
                 temporary.unlink(missing_ok=True)
                 final.unlink(missing_ok=True)
             raise
-        self._stats = merge_stats(self._stats, stats)
         return commit
 
     def _write_small(self, table: pa.Table, relative: str) -> tuple[dict[str, Any], Path]:

@@ -2,7 +2,9 @@
 
 Until the run directory is known to be ours, lines go to a temporary file; once it is open (under its
 lock), the log moves to RUN/logs/<command>-<time>-<pid>.log, so a foreign or unusable --out is never
-written to. The console gets one line per error; this file gets the rest.
+written to. The console gets one line per error; this file gets the rest, including what libraries
+print on the process's stderr (Ray's C++ core worker logs there, and Ray Data warns there): with
+`capture_stderr()`, file descriptor 2 points at this file and `console` is the terminal's stderr.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 LOGGER_NAME = "stylecaps"
 log = logging.getLogger(LOGGER_NAME)
@@ -34,6 +38,23 @@ class InvocationLog:
         self._handler: logging.Handler | None = None
         self._attach()
         log.setLevel(logging.INFO)
+        self.console: TextIO = sys.stderr
+        self._console_fd: int | None = None
+
+    def capture_stderr(self) -> None:
+        """Send what anything in this process writes to stderr into the log; keep `console` for us."""
+        if sys.stderr is not sys.__stderr__:  # stderr is already redirected (a test runner): leave it
+            return
+        sys.stderr.flush()
+        self._console_fd = os.dup(2)
+        self.console = os.fdopen(os.dup(self._console_fd), "w", buffering=1)
+        self._point_stderr_at(self.path)
+
+    @staticmethod
+    def _point_stderr_at(path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
 
     def _attach(self) -> None:
         handler = _QuietFileHandler(self.path, encoding="utf-8", delay=True)
@@ -56,12 +77,21 @@ class InvocationLog:
             if self.path.exists():
                 shutil.move(self.path, target)
             self.path = target
+            if self._console_fd is not None:
+                self._point_stderr_at(target)
         except OSError:
             log.warning("the log stays at %s: the run directory's logs/ is not writable", self.path)
         self._attach()
 
     def close(self) -> None:
         self._detach()
+        if self._console_fd is not None:
+            sys.stderr.flush()
+            os.dup2(self._console_fd, 2)
+            os.close(self._console_fd)
+            self._console_fd = None
+            self.console.close()
+            self.console = sys.stderr
         in_run = self.path.parent.name == "logs"
         if not in_run and self.path.exists() and self.path.stat().st_size == 0:
             self.path.unlink()  # nothing worth keeping was logged before a run directory was open

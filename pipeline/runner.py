@@ -125,7 +125,10 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
                 batch_format="pyarrow",
                 # A fixed-size pool: every worker starts (and loads its models) at once, instead of
                 # the second arriving when the first is already busy.
-                compute=ray.data.ActorPoolStrategy(size=_pool_size(group)),
+                # The source-level group never needs more workers than there are sources.
+                compute=ray.data.ActorPoolStrategy(
+                    size=min(_pool_size(group), len(rows)) if index == 0 else _pool_size(group)
+                ),
                 num_cpus=group[0].resources.num_cpus,
                 num_gpus=group[0].resources.num_gpus,
             )

@@ -169,3 +169,10 @@ def test_another_processing_config_is_refused(tmp_path):
     writer.close(fed=set())
     with pytest.raises(RunDirError, match="another processing config"):
         RunDirectory.open(tmp_path, "other-hash", {})
+
+
+def test_the_manifest_totals_include_the_commit_that_wrote_them(tmp_path):
+    _, writer = open_run(tmp_path, rows_per_shard=3)
+    writer.add(stream_table([segment("a", 0), end("a"), segment("b", 0), end("b"), segment("c", 0)]))
+    totals = json.loads((tmp_path / "manifest.json").read_text())["totals"]
+    assert (totals["inputs"], totals["segments"], totals["open_inputs"], totals["rows"]) == (2, 3, 1, 3)
