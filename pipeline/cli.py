@@ -85,7 +85,7 @@ def _one_line_errors(command: str, resumable: bool) -> Iterator[InvocationLog]:
 InputArguments = Annotated[
     list[str] | None,
     typer.Argument(
-        metavar="[INPUT]...",
+        metavar="INPUT",
         help="Inputs given without --input (as many as you like, e.g. from a shell glob).",
         show_default=False,
     ),
