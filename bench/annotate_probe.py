@@ -1,9 +1,11 @@
 """Run one `annotate` on Ray and report its wall time and peak memory, as one JSON line.
 
 Used by bench/long_source.py to measure two versions of the code side by side: `--code DIR` is the
-checkout whose `pipeline` package runs (this one, or an older commit's worktree). Peak memory is the
-kernel's high-water mark of resident memory (VmHWM in /proc/PID/status): of this driver process, and of
-every Ray worker process (`ray::...`) below it, sampled until the run ends.
+checkout whose `pipeline` package runs (this one, or an older commit's worktree). Memory is sampled
+every 0.2 s from /proc/PID/status, for this driver process and every Ray worker process (`ray::...`)
+below it: the peak of private resident memory (RssAnon: what the process itself holds), the peak of
+shared pages mapped in (RssShmem: Ray's object store, which belongs to the store and is bounded by its
+own limit), and the kernel's high-water mark of all resident memory (VmHWM).
 
     python bench/annotate_probe.py --code . --config configs/demo.yaml --input a.flac --out /tmp/run
 """
@@ -32,14 +34,20 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _peak_kb(pid: int | str) -> int | None:
+_FIELDS = {"VmHWM": "hwm_mb", "RssAnon": "private_mb", "RssShmem": "shared_mb"}
+
+
+def _memory_mb(pid: int | str) -> dict[str, float]:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
-        return None
-    return None
+        return {}
+    found = {}
+    for line in lines:
+        key = line.split(":", 1)[0]
+        if key in _FIELDS:
+            found[_FIELDS[key]] = int(line.split()[1]) / 1024
+    return found
 
 
 def _ray_workers(root: int) -> dict[int, str]:
@@ -58,28 +66,35 @@ def _ray_workers(root: int) -> dict[int, str]:
     return found
 
 
-class WorkerPeaks(threading.Thread):
-    """Samples the high-water mark of every Ray worker until stopped (a worker's last sample is its peak)."""
+class MemoryPeaks(threading.Thread):
+    """Samples the driver and every Ray worker until stopped; keeps each figure's peak per process."""
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.interval_s = interval_s
-        self.peaks: dict[int, tuple[str, int]] = {}
+        self.peaks: dict[int, tuple[str, dict[str, float]]] = {}
         self._stop_event = threading.Event()
+
+    def _sample(self) -> None:
+        for pid, name in [(os.getpid(), "driver"), *_ray_workers(os.getpid()).items()]:
+            _, peak = self.peaks.setdefault(pid, (name, {}))
+            for key, value in _memory_mb(pid).items():
+                peak[key] = max(peak.get(key, 0.0), value)
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval_s):
-            for pid, name in _ray_workers(os.getpid()).items():
-                peak = _peak_kb(pid)
-                if peak is not None:
-                    self.peaks[pid] = (name, max(peak, self.peaks.get(pid, (name, 0))[1]))
+            self._sample()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, dict[str, float]]:
+        """Peaks by process name (the highest of processes with the same name)."""
         self._stop_event.set()
         self.join()
-        by_name: dict[str, float] = {}
-        for name, kb in self.peaks.values():
-            by_name[name] = max(by_name.get(name, 0.0), kb / 1024)
+        self._sample()
+        by_name: dict[str, dict[str, float]] = {}
+        for name, peak in self.peaks.values():
+            merged = by_name.setdefault(name, {})
+            for key, value in peak.items():
+                merged[key] = max(merged.get(key, 0.0), value)
         return by_name
 
 
@@ -102,12 +117,12 @@ def main() -> None:
     config = config.model_copy(
         update={"write": config.write.model_copy(update={"rows_per_shard": args.rows_per_shard})}
     )
-    sampler = WorkerPeaks()
+    sampler = MemoryPeaks()
     sampler.start()
     started = time.perf_counter()
     report = annotate(config, args.out, inputs=args.input, executor="ray")
     wall_s = time.perf_counter() - started
-    workers = sampler.stop()
+    memory = sampler.stop()
     print(
         json.dumps(
             {
@@ -115,8 +130,8 @@ def main() -> None:
                 "audio_s": report.totals.get("audio_s", 0.0),
                 "segments": report.totals.get("segments", 0),
                 "shards": report.totals.get("shards", 0),
-                "driver_peak_mb": _peak_kb("self") / 1024,
-                "worker_peak_mb": workers,
+                "driver": memory.pop("driver"),
+                "workers": memory,
             }
         )
     )

@@ -4,8 +4,10 @@ Side by side in one run, each annotate in a fresh process (bench/annotate_probe.
 checkout ("after") against an older commit checked out into a temporary git worktree ("before",
 default: 09cc0cd, the foundation that committed whole sources):
 
-  (a) peak resident memory of the driver and of each Ray worker on a 1-hour and a 4-hour source;
-      goal (after): the 4-hour figure within 10% of the 1-hour one, for the driver and every worker;
+  (a) peak private resident memory (RssAnon) of the driver and of the stage workers on a 1-hour and a
+      4-hour source; goal (after): the 4-hour figure within 10% of the 1-hour one, for the driver and
+      the workers. Shared object-store pages mapped in (RssShmem) and the kernel's high-water mark of
+      all resident memory (VmHWM) are printed beside it (see bench/annotate_probe.py);
   (b) throughput: wall time of "before" / wall time of "after" on a corpus of distinct files
       (`--minutes`), runs alternating before, after, after, before; goal >= 0.95.
 
@@ -69,8 +71,19 @@ def probe(code: Path, inputs: list[Path], out: Path) -> dict[str, Any]:
 
 
 def stage_workers(result: dict[str, Any]) -> dict[str, float]:
-    """The stage pools' workers (Ray Data's MapWorker actors), without idle pool processes."""
-    return {name: mb for name, mb in result["worker_peak_mb"].items() if "MapWorker" in name}
+    """The stage pools' workers (Ray Data's MapWorker actors), without idle pool processes: the
+    highest of each figure over them."""
+    peaks: dict[str, float] = {}
+    for name, figures in result["workers"].items():
+        if "MapWorker" in name:
+            for key, value in figures.items():
+                peaks[key] = max(peaks.get(key, 0.0), value)
+    return peaks
+
+
+def describe(figures: dict[str, float]) -> str:
+    private, shared, hwm = figures["private_mb"], figures["shared_mb"], figures["hwm_mb"]
+    return f"{private:.0f} MB private + {shared:.0f} shared (VmHWM {hwm:.0f})"
 
 
 def memory_figures(code: dict[str, Path], scratch: Path, hours: list[float]) -> dict[str, Any]:
@@ -84,11 +97,10 @@ def memory_figures(code: dict[str, Path], scratch: Path, hours: list[float]) -> 
         for h in hours:
             result = probe(root, [sources[h]], scratch / f"run-{version}-{h:g}h")
             figures[f"{version} {h:g}h"] = result
-            workers = stage_workers(result)
             print(
-                f"{version:>6} {h:g} h: driver {result['driver_peak_mb']:.0f} MB, workers "
-                + ", ".join(f"{mb:.0f} MB" for mb in workers.values())
-                + f"; {result['shards']} shards, {result['audio_s'] / result['wall_s']:.0f}x real time",
+                f"{version:>6} {h:g} h: driver {describe(result['driver'])}; workers "
+                f"{describe(stage_workers(result))}; {result['shards']} shards, "
+                f"{result['audio_s'] / result['wall_s']:.0f}x real time",
                 flush=True,
             )
     return figures
@@ -97,8 +109,12 @@ def memory_figures(code: dict[str, Path], scratch: Path, hours: list[float]) -> 
 def growth(figures: dict[str, Any], version: str, hours: list[float]) -> dict[str, float]:
     short, long = figures[f"{version} {min(hours):g}h"], figures[f"{version} {max(hours):g}h"]
     return {
-        "driver": long["driver_peak_mb"] / short["driver_peak_mb"],
-        "workers": max(stage_workers(long).values()) / max(stage_workers(short).values()),
+        f"{who} {key}": long_figures[key] / short_figures[key]
+        for who, short_figures, long_figures in (
+            ("driver", short["driver"], long["driver"]),
+            ("workers", stage_workers(short), stage_workers(long)),
+        )
+        for key in ("private_mb", "hwm_mb")
     }
 
 
@@ -142,13 +158,10 @@ def main() -> None:
         "growth": {version: growth(memory, version, args.hours) for version in ("before", "after")},
         "throughput": throughput,
     }
-    after = summary["growth"]["after"]
-    before = summary["growth"]["before"]
-    print(
-        f"(a) {max(args.hours):g} h / {min(args.hours):g} h peak memory, after: driver "
-        f"{after['driver']:.3f}, workers {after['workers']:.3f} (goal <= {GOAL_MEMORY_GROWTH}); "
-        f"before: driver {before['driver']:.3f}, workers {before['workers']:.3f}"
-    )
+    ratio = f"{max(args.hours):g} h / {min(args.hours):g} h"
+    for version in ("after", "before"):
+        shown = ", ".join(f"{key} {value:.3f}" for key, value in summary["growth"][version].items())
+        print(f"(a) {version}: peak memory {ratio}: {shown} (goal, private: <= {GOAL_MEMORY_GROWTH})")
     print(f"(b) throughput after / before: {throughput['ratio']:.3f} (goal >= {GOAL_THROUGHPUT})")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))

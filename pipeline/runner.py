@@ -35,6 +35,7 @@ Executor = Literal["ray", "local"]
 _MAX_SOURCE_BLOCKS = 2000
 # Segments in flight per chunk: what a stage group after segmentation gets per call.
 _SEGMENT_BATCH_ROWS = 32
+_MAX_BLOCK_BYTES = 8 << 20  # a chunk of 32 segments of up to 30 s is about 3-5 MB of FLAC
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # same inputs, same shards
         context.enable_progress_bars = False  # the CLI shows one progress bar of its own
+        # Ray Data merges what a generator UDF yields into blocks of up to 128 MiB by default, so a long
+        # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
+        context.target_max_block_size = _MAX_BLOCK_BYTES
         rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
         blocks = [stream_table(rows[i : i + rows_per_block]) for i in range(0, len(rows), rows_per_block)]
         dataset = ray.data.from_arrow(blocks)
