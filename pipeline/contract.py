@@ -19,7 +19,7 @@ from annotate.audio import SAMPLE_RATE
 from annotate.measure import MEASUREMENT_NAMES
 from annotate.tags import TAG_NAMES
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"  # 1.1: measurement columns (gender, formants, alpha ratio, nuclei) and gender tags
 METADATA_KEY = b"stylecaps"
 
 VERDICT_TYPE = pa.struct(
