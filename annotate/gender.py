@@ -12,8 +12,10 @@ so P(female) = sigmoid(score). The means come from the literature, not from our 
   (Holmberg, Hillman & Perkell 1989, J. Voice 3(4); Traunmüller & Eriksson 1995 give 210 / 120 Hz);
 - formant dispersion: 1119 Hz (women) and 959 Hz (men), the Reby & McComb (2003) fit of the mean
   F1-F3 of Peterson & Barney's (1952) ten vowels.
-The spreads are wide on purpose (F0 moves with emotion within a speaker; formants with vowel and
-measurement noise in a few seconds of speech). A segment is `unknown`, not a guess, when its
+The spreads are wide on purpose: F0 moves with emotion within a speaker (4 semitones, twice the
+between-speaker spread Holmberg et al. report), formant dispersion with the vowels and measurement
+noise of a few seconds of speech (0.7 semitones); both were chosen among a few values on the
+calibration set's tuning half (RAVDESS actors 1-12). A segment is `unknown`, not a guess, when its
 probability for the likelier gender stays below `min_confidence` or when the two cues point to
 different genders (a shouting man: high F0, long vocal tract). A missing cue (no F0 in whisper)
 drops out.

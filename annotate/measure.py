@@ -49,7 +49,7 @@ def measure_segment(wave: np.ndarray, given_gender: str | None, config: MeasureC
 
 
 def interpret(features: AcousticFeatures, given_gender: str | None, config: MeasureConfig) -> Measurements:
-    """Gender, vocal effort and tags from the measured features."""
+    """The gender (given, else estimated) and the tags of measured features."""
     estimated = estimate(features.pitch_median_hz, features.formant_dispersion_hz, config.gender)
     gender: Gender
     source: GenderSource
