@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.errors import StylecapsError, describe_os_error
 from pipeline.rundir import RunDirError, read_manifest
 from pipeline.runlog import InvocationLog
@@ -204,6 +204,40 @@ def verify_run_command(run: Annotated[Path, typer.Argument(help="A run directory
         stdout.print(f"{run}: {len(check.problems)} problems in {counts}", soft_wrap=True)
         raise typer.Exit(code=1)
     stdout.print(f"{run}: ok ({counts} checked)", soft_wrap=True)
+
+
+@app.command()
+def check(
+    audio: Annotated[Path, typer.Argument(help="An audio file, measured whole as one segment.")],
+    captions: Annotated[
+        list[str] | None, typer.Option("--caption", help="A caption to verify; repeatable.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Run config: its measure and verify sections apply.")
+    ] = None,
+    gender: Annotated[
+        str | None, typer.Option(help="The speaker's gender if known (female or male), as in a manifest.")
+    ] = None,
+    granularity: Annotated[str, typer.Option(help="'fine' or 'global': which length bounds apply.")] = "fine",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per caption per line.")] = False,
+) -> None:
+    """Measure one file and show each caption's verdict (passed, failed checks, reasons) and the
+    measurements behind it, as a run would judge them."""
+    from pipeline.check import CheckError, as_json_lines, as_text, check_captions
+
+    if not captions:
+        raise _fail("give at least one --caption")
+    if gender not in (None, "female", "male"):
+        raise _fail(f"--gender must be 'female' or 'male', not '{gender}'")
+    if granularity not in ("fine", "global"):
+        raise _fail(f"--granularity must be 'fine' or 'global', not '{granularity}'")
+    try:
+        run_config = load_config(config) if config else RunConfig()
+        results = check_captions(audio, captions, run_config, gender, granularity)  # type: ignore[arg-type]
+    except (ConfigError, CheckError) as error:
+        raise _fail(str(error)) from None
+    for line in as_json_lines(results) if as_json else as_text(results):
+        typer.echo(line)
 
 
 @app.command("config")

@@ -1,7 +1,7 @@
 """Run configuration: YAML (safe_load) validated by pydantic, unknown keys rejected.
 
-Only the processing sections (segment, asr, caption, verify, write) enter the config hash that guards
-resuming a run directory; sources and cluster resources may change between invocations.
+Only the processing sections (segment, asr, measure, caption, verify, write) enter the config hash
+that guards resuming a run directory; sources and cluster resources may change between invocations.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
+from annotate.measure import MeasureConfig
 from annotate.segment import SegmenterConfig
 from annotate.transcribe import WhisperConfig
 from pipeline.errors import UsageError
@@ -107,6 +108,7 @@ class RunConfig(StrictConfig):
     sources: list[SourceSpec] = Field(default_factory=list)
     segment: SegmenterConfig = SegmenterConfig()
     asr: AsrConfig = AsrConfig()
+    measure: MeasureConfig = MeasureConfig()
     caption: CaptionConfig = CaptionConfig()
     verify: VerifyConfig = VerifyConfig()
     write: WriteConfig = WriteConfig()
@@ -124,7 +126,8 @@ class RunConfig(StrictConfig):
 
     def processing_hash(self) -> str:
         """Hash of everything that changes what is written for a segment."""
-        processing = self.model_dump(mode="json", include={"segment", "asr", "caption", "verify", "write"})
+        sections = {"segment", "asr", "measure", "caption", "verify", "write"}
+        processing = self.model_dump(mode="json", include=sections)
         processing["write"].pop("fsync", None)
         blob = json.dumps(processing, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

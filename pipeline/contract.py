@@ -15,11 +15,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from annotate.acoustics import FEATURE_NAMES
 from annotate.audio import SAMPLE_RATE
+from annotate.measure import MEASUREMENT_NAMES
 from annotate.tags import TAG_NAMES
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"  # 1.1: measurement columns (gender, formants, alpha ratio, nuclei) and gender tags
 METADATA_KEY = b"stylecaps"
 
 VERDICT_TYPE = pa.struct(
@@ -57,7 +57,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("duration_s", pa.float64()),
         pa.field("speaker", pa.string()),
         pa.field("audio", AUDIO_TYPE),
-        *[pa.field(name, pa.float64()) for name in FEATURE_NAMES],
+        *[pa.field(name, pa.float64()) for name in MEASUREMENT_NAMES],
         pa.field("tags", TAGS_TYPE),
         pa.field("transcript", pa.string()),
         pa.field("metadata", pa.string()),  # JSON object of the manifest's free columns

@@ -15,6 +15,7 @@ from functools import partial
 
 from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
+from annotate.measure import MeasureStage
 from annotate.segment import SileroSegmenter
 from annotate.transcribe import WhisperTranscriber
 from pipeline.config import RunConfig, StageResources
@@ -40,8 +41,9 @@ def build_stage_specs(config: RunConfig) -> list[StageSpec]:
         specs.append(StageSpec("transcribe", partial(WhisperTranscriber, config.asr.whisper), cpu))
     return [
         *specs,
+        StageSpec("measure", partial(MeasureStage, config.measure), cpu),
         StageSpec("caption", partial(AcousticCaptioner, config.caption.acoustic), cpu),
-        StageSpec("verify", partial(RulesVerifier, config.verify.rules), cpu),
+        StageSpec("verify", partial(RulesVerifier, config.verify.rules, config.measure.bins), cpu),
     ]
 
 
