@@ -72,6 +72,14 @@ def omni_messages(text: str | None) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
+def omni_prompt(model_dir: Path, text: str | None) -> str:
+    """The prompt text the model's own processor renders for one audio (and the text, if any)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    return processor.apply_chat_template(omni_messages(text), add_generation_prompt=True, tokenize=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
     """Session folder that the tiny model fixtures build into."""

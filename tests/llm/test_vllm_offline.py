@@ -16,7 +16,7 @@ from tests.llm.conftest import (
     MEL_HOP,
     SAMPLE_RATE,
     omni_engine_args,
-    omni_messages,
+    omni_prompt,
     tiny_engine_args,
 )
 
@@ -63,13 +63,6 @@ def qwen3_llm(tiny_qwen3_dir):
             tiny_qwen3_dir, structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True}
         )
     )
-
-
-def omni_prompt(model_dir, text: str | None) -> str:
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_dir)
-    return processor.apply_chat_template(omni_messages(text), add_generation_prompt=True, tokenize=False)
 
 
 def transformers_greedy(model_dir, prompt: str, audio: np.ndarray, max_new_tokens: int) -> list[int]:
