@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stylecaps-installed
+# Every extra of pyproject.toml that a CPU machine installs (GPU machines: frontend,llm instead of llm-cpu).
+EXTRAS := dev,asr,frontend,llm-cpu
 APT_PACKAGES := ffmpeg espeak-ng festival festvox-kallpc16k festvox-us-slt-hts sox flac
 
 export RAY_AUTH_MODE ?= disabled
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml scripts/fix_cpu_wheels.py scripts/fetch_bundled_weights
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(call pip_install,torch==2.13.0)
-	$(call pip_install,-e '.[dev,asr,frontend,llm-cpu]')
+	$(call pip_install,-e '.[$(EXTRAS)]')
 	$(BIN)/python scripts/fetch_bundled_weights.py
 	touch $(STAMP)
 

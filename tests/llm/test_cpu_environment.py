@@ -34,3 +34,14 @@ def test_cpu_wheel_fixes_are_in_place_and_rerunning_them_changes_nothing():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # every fix already applied: nothing deleted, patched or reinstalled
+
+
+def test_engine_start_scan_survives_llvmlite_imported_first():
+    # numba's llvmlite (imported by librosa, resemblyzer ...) once crashed every in-process engine start.
+    code = (
+        "import llvmlite.binding;"
+        " from vllm.triton_utils.dispatcher import _rebind_kernels;"
+        " _rebind_kernels([])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
