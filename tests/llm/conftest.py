@@ -80,6 +80,18 @@ def omni_prompt(model_dir: Path, text: str | None) -> str:
     return processor.apply_chat_template(omni_messages(text), add_generation_prompt=True, tokenize=False)
 
 
+def transformers_greedy(model_dir: Path, prompt: str, audio: np.ndarray, max_new_tokens: int) -> list[int]:
+    """Greedy tokens of the thinker under transformers (float32): what vLLM must reproduce."""
+    import torch
+    from transformers import AutoProcessor, Qwen3OmniMoeForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen3OmniMoeForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    inputs = processor(text=prompt, audio=[audio], return_tensors="pt")
+    out = model.thinker.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
     """Session folder that the tiny model fixtures build into."""

@@ -18,6 +18,7 @@ from tests.llm.conftest import (
     omni_engine_args,
     omni_prompt,
     tiny_engine_args,
+    transformers_greedy,
 )
 
 pytestmark = pytest.mark.slow  # each engine takes 7 to 20 s to start on 2 cores
@@ -63,17 +64,6 @@ def qwen3_llm(tiny_qwen3_dir):
             tiny_qwen3_dir, structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True}
         )
     )
-
-
-def transformers_greedy(model_dir, prompt: str, audio: np.ndarray, max_new_tokens: int) -> list[int]:
-    import torch
-    from transformers import AutoProcessor, Qwen3OmniMoeForConditionalGeneration
-
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = Qwen3OmniMoeForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    inputs = processor(text=prompt, audio=[audio], return_tensors="pt")
-    out = model.thinker.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
 def wav_base64(audio: np.ndarray) -> str:

@@ -19,8 +19,7 @@ import pytest
 import soundfile as sf
 from pydantic import BaseModel, Field
 
-from tests.llm.conftest import INSTRUCT_PROMPT, SAMPLE_RATE, omni_prompt
-from tests.llm.test_vllm_offline import transformers_greedy
+from tests.llm.conftest import INSTRUCT_PROMPT, SAMPLE_RATE, omni_prompt, transformers_greedy
 
 pytestmark = pytest.mark.slow  # a server takes 25 to 60 s to start on 2 cores
 
