@@ -105,7 +105,10 @@ def fix_vllm_kernel_override_scan() -> None:
     # those with a `__dict__`. llvmlite's `ffi.lib` (imported with numba, e.g. through librosa or
     # resemblyzer) answers any attribute, `__dict__` included, with a function wrapper, so an engine
     # built in such a process dies with AttributeError. Read only real instance dicts.
-    scan = package_dir("vllm") / "triton_utils" / "dispatcher.py"
+    root = package_dir("vllm")
+    if root is None:  # not installed yet (the first install of a new environment is torch alone)
+        return
+    scan = root / "triton_utils" / "dispatcher.py"
     source = scan.read_text()
     patched = source.replace(
         'if hasattr(value, "__dict__"):\n                wrapper = lookup(vars(value).get("kernel"))',
