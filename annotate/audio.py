@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +33,10 @@ class NonFiniteAudioError(Exception):
     """The decoded audio holds NaN or infinite samples."""
 
 
+class NotARegularFile(Exception):  # named like the failure type the listing records
+    """The path is a FIFO, socket, device or folder: opening it could block or read nothing useful."""
+
+
 def content_id(path: str | os.PathLike[str]) -> str:
     """Stable source id: the first 16 hex digits of the sha256 of the file's bytes.
 
@@ -48,7 +53,10 @@ def content_id(path: str | os.PathLike[str]) -> str:
 def iter_mono_16k(path: str | os.PathLike[str], block_s: float = 30.0) -> Iterator[np.ndarray]:
     """Yield the file as consecutive 16 kHz mono float32 blocks of about `block_s` seconds."""
     path = Path(path)
-    if path.stat().st_size == 0:
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise NotARegularFile(f"{path} is not a regular file")
+    if status.st_size == 0:
         raise AudioDecodeError("empty file (0 bytes)")
     try:
         info = sf.info(str(path))

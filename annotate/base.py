@@ -1,8 +1,13 @@
-"""What every stage class shares: the strict config base and the batch-stage protocol.
+"""What every stage class shares: the strict config base, the batch-stage protocol, and the row
+vocabulary (statuses, outcomes, failed and end-of-source rows), defined here and nowhere else.
 
 A stage is a plain object: built from its config, `setup()` loads models once per worker, and
 calling it maps a batch of row dicts to rows (it may emit more or fewer rows than it got). Row keys
 are the stream columns of `pipeline.contract`; a stage reads the keys it needs and adds its own.
+
+Rows of one source travel in order: its segment rows, by increasing start, then exactly one end row
+(status `end`) that carries the source's outcome. A source that fails before it has segments is one
+failed row without a segment id, which is its end row too. Only rows with status `ok` enter a stage.
 """
 
 from __future__ import annotations
@@ -14,22 +19,40 @@ from pydantic import BaseModel, ConfigDict
 
 Row = dict[str, Any]
 
+# Row statuses: `ok` rows are processed, the others pass through every stage untouched.
+STATUS_OK, STATUS_FAILED, STATUS_END = "ok", "failed", "end"
+# What became of a source (its end row's `outcome`, and the ledger's).
+OUTCOME_SEGMENTED = "segmented"
+OUTCOME_NO_SPEECH = "no_speech"  # no speech detected at all
+OUTCOME_SPEECH_TOO_SHORT = "speech_too_short"  # speech, but no stretch reaches the minimum duration
+OUTCOME_FAILED = "failed"
 
 _MAX_MESSAGE = 2000
 
 
-def failed_row(row: Row, stage: str, error: BaseException) -> Row:
+def failed_row(row: Row, stage: str, error: BaseException | str, error_type: str | None = None) -> Row:
     """The row marked failed at `stage` with the error's type and message; its audio is dropped
     (the failures table keeps ids and positions, which locate the audio in the source)."""
-    message = str(error).strip() or repr(error)
+    message = (str(error).strip() or repr(error))[:_MAX_MESSAGE]
     return {
         **row,
-        "status": "failed",
+        "status": STATUS_FAILED,
         "audio": None,
         "error_stage": stage,
-        "error_type": type(error).__name__,
-        "error_message": message[:_MAX_MESSAGE],
+        "error_type": error_type or type(error).__name__,
+        "error_message": message,
     }
+
+
+def end_row(source: Row, outcome: str) -> Row:
+    """The last row of a source: no segment, the source's outcome and bookkeeping."""
+    return {**source, "status": STATUS_END, "outcome": outcome, "segment_id": None, "audio": None}
+
+
+def is_source_end(row: Row) -> bool:
+    """Whether the row closes its source (an end row, or a source that failed as a whole)."""
+    status = row.get("status", STATUS_OK)
+    return status == STATUS_END or (status == STATUS_FAILED and row.get("segment_id") is None)
 
 
 class StrictConfig(BaseModel):
@@ -50,6 +73,6 @@ class BatchStage(Protocol):
 class StreamingStage(BatchStage, Protocol):
     """A stage that turns one row into many (a source into its segments) can also hand them out one
     by one, so a long source never sits whole in memory. It raises, if at all, before its first row;
-    later errors come out as failed rows, so a source always yields the rows it announced."""
+    later errors come out as failed rows, and its last row is the source's end row."""
 
     def stream(self, row: Row) -> Iterator[Row]: ...

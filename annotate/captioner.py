@@ -1,6 +1,7 @@
-"""The acoustic captioner: a cascaded CPU backend (measure → tag → word), after ParaSpeechCaps'
-basic tags. Each segment gets `views` fine-grained captions (view i drawn with seed `seed + i`) and,
-optionally, one global one-sentence caption; the measured numbers and tags travel as columns.
+"""The acoustic captioner: a cascaded CPU backend that words the measure stage's tags, after
+ParaSpeechCaps' basic tags. It measures nothing itself: it reads the row's `tags`. Each segment gets
+`views` fine-grained captions (view i drawn with seed `seed + i`) and, optionally, one global
+one-sentence caption.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from annotate.acoustics import AcousticsConfig, measure
-from annotate.audio import decode_flac
 from annotate.base import Row, StrictConfig
 from annotate.phrasing import PROMPT_HASH, PROMPT_ID, fine_caption, global_caption
-from annotate.tags import StyleTags, TagBins, tag
+from annotate.tags import StyleTags
 
 BACKEND = "acoustic"
 MODEL = "stylecaps-acoustic/1"
@@ -24,8 +23,6 @@ class AcousticCaptionerConfig(StrictConfig):
     views: Annotated[int, Field(ge=1, le=64)] = 3
     seed: int = 0
     global_view: bool = True
-    acoustics: AcousticsConfig = AcousticsConfig()
-    bins: TagBins = TagBins()
 
 
 def caption_record(text: str, granularity: str, view: int, seed: int) -> dict[str, Any]:
@@ -51,7 +48,7 @@ class AcousticCaptioner:
         self.config = config
 
     def setup(self) -> None:
-        """Nothing to load: parselmouth and pyloudnorm are plain signal processing."""
+        """Nothing to load: wording is templates."""
 
     def captions(self, segment_id: str, tags: StyleTags) -> list[dict[str, Any]]:
         out = []
@@ -64,16 +61,6 @@ class AcousticCaptioner:
         return out
 
     def __call__(self, rows: list[Row]) -> list[Row]:
-        out = []
-        for row in rows:
-            features = measure(decode_flac(row["audio"]["bytes"]), self.config.acoustics)
-            tags = tag(features, self.config.bins, self.config.acoustics.whisper_voiced_ratio)
-            out.append(
-                {
-                    **row,
-                    **features.as_row(),
-                    "tags": tags.as_row(),
-                    "captions": self.captions(row["segment_id"], tags),
-                }
-            )
-        return out
+        return [
+            {**row, "captions": self.captions(row["segment_id"], StyleTags(**row["tags"]))} for row in rows
+        ]

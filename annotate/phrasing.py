@@ -1,7 +1,9 @@
 """Worded captions from style tags: varied phrasings chosen by a seeded RNG.
 
 Every phrase describes the voice only: no transcript, no setting or recording words, no statements
-of absence, so a correct acoustic caption passes the rules verifier.
+of absence, so a correct acoustic caption passes the rules verifier. Like CLSP's captions, a caption
+opens with the speaker's gender ("A female speaker ..."); when the gender is unknown it says "The
+speaker". Pitch words are relative to the gender ("low for a woman").
 """
 
 from __future__ import annotations
@@ -12,32 +14,37 @@ import random
 
 from annotate.tags import StyleTags
 
+# {subject}: "A female speaker" / "A male speaker" / "The speaker"; {possessive}: "her" / "his" / "their";
+# {relative}: " for a woman" / " for a man" / "" (pitch is binned within the gender).
 OPENERS: dict[str, list[str]] = {
     "low": [
-        "The speaker has a low, deep voice that sits near the bottom of the pitch range.",
-        "A deep, low-pitched voice carries the speech, dark and grounded in tone.",
-        "The voice is pitched low, giving the words a heavy, resonant depth.",
+        "{subject} has a low, deep voice{relative}, sitting near the bottom of {possessive} pitch range.",
+        "{subject} talks in a deep, low-pitched voice{relative}, dark and grounded in tone.",
+        "{subject} pitches {possessive} voice low{relative}, giving the words a heavy, resonant depth.",
     ],
     "medium": [
-        "The speaker talks in a mid-range voice, neither deep nor high in pitch.",
-        "A voice of moderate pitch carries the speech, sitting comfortably in the middle of the range.",
-        "The pitch of the voice is average, balanced between low and high.",
+        "{subject} talks in a mid-range voice{relative}, neither deep nor high in pitch.",
+        "{subject} speaks with a voice of moderate pitch{relative}, comfortably in the middle of the range.",
+        "{subject} has an average pitch{relative}, balanced between low and high.",
     ],
     "high": [
-        "The speaker has a high, bright voice that sits near the top of the pitch range.",
-        "A high-pitched, light voice carries the speech with a thin and airy tone.",
-        "The voice is pitched high, giving the words a bright, piercing quality.",
+        "{subject} has a bright, high-pitched voice{relative}, near the top of {possessive} pitch range.",
+        "{subject} talks in a high-pitched, light voice{relative}, thin and airy in tone.",
+        "{subject} pitches {possessive} voice high{relative}, giving the words a bright, piercing quality.",
     ],
     "whispered": [
-        "The speaker whispers throughout, so the voice comes out as a breathy, hushed murmur.",
-        "Every word is whispered, airy and breathy, with the voice kept to a hush.",
-        "The speech is delivered in a whisper, soft-edged and full of breath.",
+        "{subject} whispers throughout, so the voice comes out as a breathy, hushed murmur.",
+        "{subject} whispers every word, airy and breathy, keeping the voice to a hush.",
+        "{subject} delivers the speech in a whisper, soft-edged and full of breath.",
     ],
     "unknown": [
-        "The speaker uses a plain, everyday speaking voice for the whole passage, even in tone.",
-        "A single, ordinary speaking voice carries the speech from start to end, steady in tone throughout.",
+        "{subject} uses a plain, everyday speaking voice for the whole passage, even in tone.",
+        "{subject} carries the speech in a single, ordinary voice from start to end, steady in tone.",
     ],
 }
+SUBJECTS = {"female": "A female speaker", "male": "A male speaker", "unknown": "The speaker"}
+POSSESSIVES = {"female": "her", "male": "his", "unknown": "their"}
+RELATIVE = {"female": " for a woman", "male": " for a man", "unknown": ""}
 
 VARIATION: dict[str, list[str]] = {
     "monotone": [
@@ -69,18 +76,19 @@ RATE: dict[str, list[str]] = {
     ],
 }
 
+# Vocal effort, heard as how loud the voice is (not how loud the recording is).
 LOUDNESS: dict[str, list[str]] = {
     "soft": [
-        "The voice is soft and low in volume, as if speaking gently to someone close by.",
-        "Volume stays low, giving the speech a gentle, subdued presence.",
+        "The voice is soft and relaxed, spoken with little effort, as if to someone close by.",
+        "The words come softly, with a gentle, subdued and effortless delivery.",
     ],
     "moderate": [
-        "Volume sits at a comfortable, moderate level.",
-        "The voice is projected at an ordinary speaking volume.",
+        "The voice is projected with a comfortable, moderate effort.",
+        "The voice carries at an ordinary speaking volume.",
     ],
     "loud": [
         "The voice is loud and strongly projected, as if addressing a large group.",
-        "Volume is high, with a forceful, emphatic projection.",
+        "The words are delivered loudly, with a forceful, emphatic projection.",
     ],
 }
 
@@ -111,11 +119,14 @@ VARIATION_PHRASES = {
     "expressive": "a lively, expressive intonation",
 }
 
-PROMPT_ID = "acoustic-templates/v1"
+PROMPT_ID = "acoustic-templates/v2"  # v2: gender, pitch relative to it, loudness as vocal effort
 PROMPT_HASH = hashlib.sha256(
     json.dumps(
         [
             OPENERS,
+            SUBJECTS,
+            POSSESSIVES,
+            RELATIVE,
             VARIATION,
             RATE,
             LOUDNESS,
@@ -137,6 +148,13 @@ def _opener_key(tags: StyleTags) -> str:
     return tags.pitch or "unknown"
 
 
+def _opener(tags: StyleTags, rng: random.Random) -> str:
+    template = rng.choice(OPENERS[_opener_key(tags)])
+    return template.format(
+        subject=SUBJECTS[tags.gender], possessive=POSSESSIVES[tags.gender], relative=RELATIVE[tags.gender]
+    )
+
+
 def fine_caption(tags: StyleTags, rng: random.Random) -> str:
     """A several-sentence description of every measured attribute, in a seeded order and wording."""
     middle = [
@@ -149,7 +167,7 @@ def fine_caption(tags: StyleTags, rng: random.Random) -> str:
         if value is not None
     ]
     rng.shuffle(middle)
-    sentences = [rng.choice(OPENERS[_opener_key(tags)]), *middle]
+    sentences = [_opener(tags, rng), *middle]
     impression = IMPRESSIONS.get((tags.speaking_rate or "measured", tags.loudness or "moderate"))
     if tags.phonation == "whispered":
         impression = f"{impression}, almost secretive"
@@ -160,11 +178,15 @@ def fine_caption(tags: StyleTags, rng: random.Random) -> str:
 def global_caption(tags: StyleTags) -> str:
     """One sentence summarising the style."""
     if tags.phonation == "whispered":
-        subject = "A whispering voice"
+        voice = "whispering voice"
     elif tags.pitch is not None:
-        subject = f"A {PITCH_ADJECTIVES[tags.pitch]} voice"
+        voice = f"{PITCH_ADJECTIVES[tags.pitch]} voice"
     else:
-        subject = "A voice"
+        voice = "voice"
+    if tags.gender == "unknown":
+        subject = f"A {voice}"
+    else:
+        subject = f"A {tags.gender} speaker" + ("" if voice == "voice" else f" with a {voice}")
     manner = [LOUDNESS_ADVERBS[tags.loudness]] if tags.loudness else []
     if tags.speaking_rate:
         manner.insert(0, RATE_ADVERBS[tags.speaking_rate])

@@ -15,7 +15,16 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from annotate.audio import SAMPLE_RATE, content_id, encode_flac, iter_mono_16k
-from annotate.base import Row, StrictConfig, failed_row
+from annotate.base import (
+    OUTCOME_NO_SPEECH,
+    OUTCOME_SEGMENTED,
+    OUTCOME_SPEECH_TOO_SHORT,
+    STATUS_OK,
+    Row,
+    StrictConfig,
+    end_row,
+    failed_row,
+)
 
 FRAME_SAMPLES = 512  # silero's frame at 16 kHz
 _CONTEXT_SAMPLES = 64
@@ -210,7 +219,7 @@ def cut_segments(blocks: Iterable[np.ndarray], segments: Sequence[Span]) -> Iter
 
 
 class SileroSegmenter:
-    """Source rows in, one row per segment out (or one `no_speech` row for a source without any)."""
+    """Source rows in; each source's segment rows out, then its end row (see annotate.base)."""
 
     name: ClassVar[str] = "segment"
 
@@ -232,7 +241,10 @@ class SileroSegmenter:
         return [segment for row in rows for segment in self.stream(row)]
 
     def stream(self, row: Row) -> Iterator[Row]:
-        """The source's segment rows (or one no_speech row), each announcing how many there are."""
+        """The source's segment rows, by increasing start, then its end row.
+
+        A resumed source (`resume_after_s` set) skips the segments that start at or before it: they
+        were committed by an earlier run."""
         path = row["input_path"]
         source_id = row.get("source_id") or content_id(path)  # an id from the manifest wins
         plan, total = self.plan(path)  # errors here fail the whole source, before any row is out
@@ -240,29 +252,31 @@ class SileroSegmenter:
             **row,
             "source_id": source_id,
             "source_duration_s": total / SAMPLE_RATE,
-            "source_segments": len(plan.segments),  # the writer waits for this many rows
             "dropped_speech_s": plan.dropped_speech_s,
         }
         if not plan.segments:
-            yield {**source, "status": "no_speech"}
+            yield end_row(source, OUTCOME_SPEECH_TOO_SHORT if plan.dropped_speech_s else OUTCOME_NO_SPEECH)
             return
+        done_until = row.get("resume_after_s")
+        todo = [s for s in plan.segments if done_until is None or s.start / SAMPLE_RATE > done_until]
         cut = 0
         try:
-            for span, wave in cut_segments(iter_mono_16k(path, self.config.decode_block_s), plan.segments):
+            for span, wave in cut_segments(iter_mono_16k(path, self.config.decode_block_s), todo):
                 yield self._segment_row(source, span, wave)
                 cut += 1
             error: Exception = EOFError("the audio ended before this segment (did the file change?)")
         except Exception as raised:  # the second pass broke: the planned segments not cut yet fail
             error = raised
-        for span in plan.segments[cut:]:
+        for span in todo[cut:]:
             yield failed_row(self._segment_row(source, span, None), self.name, error)
+        yield end_row(source, OUTCOME_SEGMENTED)
 
     @staticmethod
     def _segment_row(source: Row, span: Span, wave: np.ndarray | None) -> Row:
         seg_id = segment_id(source["source_id"], span)
         return {
             **source,
-            "status": "ok",
+            "status": STATUS_OK,
             "segment_id": seg_id,
             "start_s": span.start / SAMPLE_RATE,
             "end_s": span.end / SAMPLE_RATE,

@@ -48,7 +48,12 @@ import soxr
 from annotate.audio import SAMPLE_RATE
 from pipeline import runner
 from pipeline.config import RunConfig, load_config
-from pipeline.contract import FAILURES_SCHEMA, SOURCES_SCHEMA, shard_schema_with_metadata
+from pipeline.contract import (
+    FAILURES_SCHEMA,
+    OPEN_SOURCES_SCHEMA,
+    SOURCES_SCHEMA,
+    shard_schema_with_metadata,
+)
 from pipeline.rundir import RunDirectory
 from pipeline.runner import Executor, RunReport, _init_ray
 from pipeline.stages import StageChain, build_stage_specs, group_by_resources
@@ -293,13 +298,14 @@ def write_ours(table: pa.Table, root: Path, config: RunConfig, fsync: bool) -> W
     run = RunDirectory.open(root, config.processing_hash(), {}, fsync)
 
     def commit() -> int:
+        shard = run.new_shard(table.schema, config.write.row_group_rows, config.write.compression)
+        shard.append(table)
         entry = run.commit(
-            table,
+            shard,
             SOURCES_SCHEMA.empty_table(),
             FAILURES_SCHEMA.empty_table(),
+            OPEN_SOURCES_SCHEMA.empty_table(),
             {},
-            config.write.row_group_rows,
-            config.write.compression,
         )
         assert entry.shard is not None
         return int(entry.shard["bytes"])
@@ -312,9 +318,10 @@ def write_shard_only(table: pa.Table, root: Path, config: RunConfig) -> Writer:
     run = RunDirectory.open(root, config.processing_hash(), {}, True)
 
     def shard() -> int:
-        entry = run._write_shard(  # private on purpose: splits commit cost into shard file and bookkeeping
-            table, "shards/part-00000.parquet", config.write.row_group_rows, config.write.compression
-        )
+        shard_file = run.new_shard(table.schema, config.write.row_group_rows, config.write.compression)
+        shard_file.append(table)
+        entry = shard_file.finish()
+        shard_file.temporary.replace(shard_file.final)
         return int(entry["bytes"])
 
     return shard

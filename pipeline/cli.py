@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -13,10 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.config import ConfigError, load_config
-from pipeline.rundir import MANIFEST, RunDirError
-from pipeline.sources import SourceError
-from pipeline.stages import StageSetupError
+from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.errors import StylecapsError, describe_os_error
+from pipeline.rundir import RunDirError, read_manifest
+from pipeline.runlog import InvocationLog
 from pipeline.summary import summary_table
 from train import cli as train_cli
 
@@ -35,10 +37,11 @@ ConfigOption = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2, details: str | None = None) -> typer.Exit:
     # soft_wrap: one line whatever the terminal width; escape: brackets in paths are not markup.
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+    where = f" (details: {details})" if details else ""
+    console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
 
 
 def _quiet_ray_data_console() -> None:
@@ -53,16 +56,57 @@ def _quiet_ray_data_console() -> None:
             handler.addFilter(lambda record: not record.getMessage().startswith("Progress bars disabled"))
 
 
+@contextlib.contextmanager
+def _one_line_errors(command: str, resumable: bool) -> Iterator[InvocationLog]:
+    """Turn every error into one line on stderr and an exit code (2: usage, 1: runtime, 130: SIGINT);
+    the traceback of a runtime error goes to the invocation's log, named on that line."""
+    invocation_log = InvocationLog(command)
+    invocation_log.capture_stderr()
+    console.file = invocation_log.console
+    resume = "; what was committed is kept: run the same command again to resume" if resumable else ""
+    try:
+        yield invocation_log
+    except StylecapsError as error:
+        details = invocation_log.exception(str(error)) if error.exit_code == 1 else None
+        raise _fail(str(error), error.exit_code, details) from None
+    except OSError as error:
+        details = invocation_log.exception("runtime error")
+        raise _fail(describe_os_error(error) + resume, 1, details) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted" + resume, 130) from None
+    except Exception as error:
+        details = invocation_log.exception("unexpected error")
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise _fail(f"unexpected {type(error).__name__}: {first_line}{resume}", 1, details) from None
+    finally:
+        invocation_log.close()
+        console.file = sys.stderr
+
+
+InputArguments = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="INPUT",
+        help="Inputs given without --input (as many as you like, e.g. from a shell glob).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def annotate(
     config: ConfigOption,
+    input_arguments: InputArguments = None,
     inputs: Annotated[
         list[str] | None,
         typer.Option(
             "--input",
             "-i",
-            help="Audio file, folder (recursive), glob, or CSV/JSONL manifest with a "
-            "'path' column; repeatable; replaces the config's sources.",
+            metavar="PATH",
+            help="Audio file, folder (recursive), glob, or CSV/JSONL manifest with a 'path' column; "
+            "repeatable (--input a --input b; more paths may follow the options); replaces the "
+            "config's sources.",
+            show_default=False,
         ),
     ] = None,
     out: Annotated[
@@ -74,20 +118,28 @@ def annotate(
             help="'ray' (Ray Data, the default) or 'local' (same stages in a plain loop, for debugging)."
         ),
     ] = "ray",
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="If another process is writing the run directory, wait for it instead of stopping."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Segment, caption and verify audio into Parquet shards in a run directory.
 
-    Re-running the same command on the same --out resumes: finished inputs are skipped and no
-    segment is written twice. Failed inputs and segments go to failures.parquet with their reason.
+    Re-running the same command on the same --out resumes: finished inputs are skipped, a long input
+    continues after its last committed segment, and no segment is written twice. Failed inputs and
+    segments go to failures.parquet with their reason. One process writes a run directory at a time;
+    Ctrl-C commits what is complete and stops.
     """
     from pipeline.runner import annotate as run_annotate
 
-    _quiet_ray_data_console()
-
     if executor not in ("ray", "local"):
         raise _fail(f"--executor must be 'ray' or 'local', not '{executor}'")
-    try:
+    given = [*(inputs or []), *(input_arguments or [])]
+    with _one_line_errors("annotate", resumable=True) as invocation_log:
+        _quiet_ray_data_console()
         run_config = load_config(config)
         out = out or Path("runs") / config.stem
         with Progress(
@@ -104,12 +156,15 @@ def annotate(
             report = run_annotate(
                 run_config,
                 out,
-                inputs=inputs,
+                inputs=given or None,
                 executor=executor,  # type: ignore[arg-type]
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                wait=wait,
+                on_wait=lambda holder: console.print(
+                    f"waiting: {escape(str(out))} is in use by {escape(holder.describe())}", soft_wrap=True
+                ),
+                on_open=invocation_log.move_into,
             )
-    except (ConfigError, SourceError, RunDirError, StageSetupError) as error:
-        raise _fail(str(error)) from None
     stdout.print(
         summary_table(report.totals, report.wall_s, report.audio_s_processed, title=f"stylecaps run {out}")
     )
@@ -120,12 +175,70 @@ def annotate(
 @app.command()
 def summary(run: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Print the summary table of a run directory from its manifest."""
-    manifest_path = run / MANIFEST
-    if not manifest_path.exists():
-        raise _fail(f"{run} holds no {MANIFEST}")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = read_manifest(run)
+    except RunDirError as error:
+        raise _fail(str(error)) from None
     state = "complete" if manifest.get("complete") else "incomplete (interrupted or running)"
     stdout.print(summary_table(manifest["totals"], title=f"stylecaps run {run}: {state}"))
+
+
+@app.command("verify-run")
+def verify_run_command(run: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Check a run directory before training on it: recompute every listed file's sha256, size and
+    row count, find files the manifest does not list, and reconcile the ledger with the shards.
+
+    Exits 0 when everything holds, 1 with one line per problem otherwise."""
+    from pipeline.verify_run import verify_run
+
+    with _one_line_errors("verify-run", resumable=False):
+        check = verify_run(run)
+    for note in check.notes:
+        stdout.print(f"note: {escape(note)}", soft_wrap=True)
+    for problem in check.problems:
+        stdout.print(f"problem: {escape(problem)}", soft_wrap=True)
+    counts = (
+        f"{check.files_checked} files ({check.bytes_checked / 1e6:,.1f} MB), {check.inputs} inputs, "
+        f"{check.shard_rows} shard rows"
+    )
+    if check.problems:
+        stdout.print(f"{run}: {len(check.problems)} problems in {counts}", soft_wrap=True)
+        raise typer.Exit(code=1)
+    stdout.print(f"{run}: ok ({counts} checked)", soft_wrap=True)
+
+
+@app.command()
+def check(
+    audio: Annotated[Path, typer.Argument(help="An audio file, measured whole as one segment.")],
+    captions: Annotated[
+        list[str] | None, typer.Option("--caption", help="A caption to verify; repeatable.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Run config: its measure and verify sections apply.")
+    ] = None,
+    gender: Annotated[
+        str | None, typer.Option(help="The speaker's gender if known (female or male), as in a manifest.")
+    ] = None,
+    granularity: Annotated[str, typer.Option(help="'fine' or 'global': which length bounds apply.")] = "fine",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per caption per line.")] = False,
+) -> None:
+    """Measure one file and show each caption's verdict (passed, failed checks, reasons) and the
+    measurements behind it, as a run would judge them."""
+    from pipeline.check import CheckError, as_json_lines, as_text, check_captions
+
+    if not captions:
+        raise _fail("give at least one --caption")
+    if gender not in (None, "female", "male"):
+        raise _fail(f"--gender must be 'female' or 'male', not '{gender}'")
+    if granularity not in ("fine", "global"):
+        raise _fail(f"--granularity must be 'fine' or 'global', not '{granularity}'")
+    try:
+        run_config = load_config(config) if config else RunConfig()
+        results = check_captions(audio, captions, run_config, gender, granularity)  # type: ignore[arg-type]
+    except (ConfigError, CheckError) as error:
+        raise _fail(str(error)) from None
+    for line in as_json_lines(results) if as_json else as_text(results):
+        typer.echo(line)
 
 
 @app.command("config")

@@ -1,7 +1,7 @@
 """Run configuration: YAML (safe_load) validated by pydantic, unknown keys rejected.
 
-Only the processing sections (segment, asr, caption, verify, write) enter the config hash that guards
-resuming a run directory; sources and cluster resources may change between invocations.
+Only the processing sections (segment, asr, measure, caption, verify, write) enter the config hash
+that guards resuming a run directory; sources and cluster resources may change between invocations.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from pydantic import Field, ValidationError, model_validator
 
 from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
+from annotate.measure import MeasureConfig
 from annotate.segment import SegmenterConfig
 from annotate.transcribe import WhisperConfig
+from pipeline.errors import UsageError
 from verify.rules import RulesVerifierConfig
 
 Gender = Literal["female", "male"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config that cannot be used; the message is one line naming the offending key."""
 
 
@@ -75,6 +77,25 @@ class StageResources(StrictConfig):
     )
 
 
+class LockConfig(StrictConfig):
+    """The run directory's writer lock (pipeline.lock): how a holder on another host proves it lives."""
+
+    heartbeat_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="The holder refreshes the lock file this often."
+    )
+    stale_after_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="A lock from another host without a heartbeat for this long is stale and taken over "
+        "(on the same host, a dead holder's lock is taken over at once).",
+    )
+
+    @model_validator(mode="after")
+    def _beats_before_stale(self) -> LockConfig:
+        if self.stale_after_s < 3 * self.heartbeat_s:
+            raise ValueError(f"stale_after_s ({self.stale_after_s}) must be at least 3 heartbeats")
+        return self
+
+
 class RayConfig(StrictConfig):
     address: str | None = Field(
         default=None, description="Existing cluster address; None starts a local one."
@@ -87,9 +108,11 @@ class RunConfig(StrictConfig):
     sources: list[SourceSpec] = Field(default_factory=list)
     segment: SegmenterConfig = SegmenterConfig()
     asr: AsrConfig = AsrConfig()
+    measure: MeasureConfig = MeasureConfig()
     caption: CaptionConfig = CaptionConfig()
     verify: VerifyConfig = VerifyConfig()
     write: WriteConfig = WriteConfig()
+    lock: LockConfig = LockConfig()
     ray: RayConfig = RayConfig()
 
     @model_validator(mode="before")
@@ -103,7 +126,8 @@ class RunConfig(StrictConfig):
 
     def processing_hash(self) -> str:
         """Hash of everything that changes what is written for a segment."""
-        processing = self.model_dump(mode="json", include={"segment", "asr", "caption", "verify", "write"})
+        sections = {"segment", "asr", "measure", "caption", "verify", "write"}
+        processing = self.model_dump(mode="json", include=sections)
         processing["write"].pop("fsync", None)
         blob = json.dumps(processing, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

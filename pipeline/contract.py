@@ -15,11 +15,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from annotate.acoustics import FEATURE_NAMES
 from annotate.audio import SAMPLE_RATE
+from annotate.measure import MEASUREMENT_NAMES
 from annotate.tags import TAG_NAMES
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"  # 1.1: measurement columns (gender, formants, alpha ratio, nuclei) and gender tags
 METADATA_KEY = b"stylecaps"
 
 VERDICT_TYPE = pa.struct(
@@ -57,7 +57,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("duration_s", pa.float64()),
         pa.field("speaker", pa.string()),
         pa.field("audio", AUDIO_TYPE),
-        *[pa.field(name, pa.float64()) for name in FEATURE_NAMES],
+        *[pa.field(name, pa.float64()) for name in MEASUREMENT_NAMES],
         pa.field("tags", TAGS_TYPE),
         pa.field("transcript", pa.string()),
         pa.field("metadata", pa.string()),  # JSON object of the manifest's free columns
@@ -65,16 +65,14 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 
-# Row status in the stream: ok rows become shard rows; the others are bookkeeping.
-STATUS_OK, STATUS_NO_SPEECH, STATUS_FAILED = "ok", "no_speech", "failed"
-
 STREAM_SCHEMA = pa.schema(
     [
         pa.field("input_path", pa.string()),  # the resolved path: the resume key of an input
-        pa.field("status", pa.string()),
+        pa.field("status", pa.string()),  # ok | failed | end (annotate.base)
+        pa.field("outcome", pa.string()),  # on end rows: what became of the source
         pa.field("source_duration_s", pa.float64()),
-        pa.field("source_segments", pa.int64()),
         pa.field("dropped_speech_s", pa.float64()),
+        pa.field("resume_after_s", pa.float64()),  # resumed source: segments starting up to here are done
         pa.field("error_stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),
@@ -96,17 +94,29 @@ FAILURES_SCHEMA = pa.schema(
     ]
 )
 
-# One row per input in the run's ledger: what became of it.
-OUTCOME_SEGMENTED, OUTCOME_NO_SPEECH, OUTCOME_FAILED = "segmented", "no_speech", "failed"
+# The run's ledger: one row per finished input, what became of it.
 SOURCES_SCHEMA = pa.schema(
     [
         pa.field("input_path", pa.string()),
         pa.field("source_path", pa.string()),
         pa.field("source_id", pa.string()),
-        pa.field("outcome", pa.string()),
+        pa.field("outcome", pa.string()),  # segmented | no_speech | speech_too_short | failed
         pa.field("duration_s", pa.float64()),
         pa.field("segments", pa.int64()),
+        pa.field("failed_segments", pa.int64()),
         pa.field("dropped_speech_s", pa.float64()),
+    ]
+)
+
+# Progress of inputs still open at a commit (a long source committed in parts): where to resume.
+OPEN_SOURCES_SCHEMA = pa.schema(
+    [
+        pa.field("input_path", pa.string()),
+        pa.field("source_path", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("last_start_s", pa.float64()),  # the last committed segment row's start
+        pa.field("segments", pa.int64()),  # committed ok rows so far
+        pa.field("failed_segments", pa.int64()),  # committed failed rows so far
     ]
 )
 

@@ -1,28 +1,36 @@
 """The run directory and its commit protocol.
 
     RUN/
-      config.yaml              the resolved config of the run
-      manifest.json            contract version, config hash, commits, shards (rows, bytes, sha256), totals
+      writer.lock              who is writing the run now (pipeline.lock)
+      config.yaml              the resolved config of the latest invocation
+      manifest.json            layout and contract version, config hash, commits, shards (rows, bytes,
+                               sha256), totals, invocations
       shards/part-00000.parquet ...    shard rows (see pipeline.contract), deterministic names
-      journal/00000.sources.parquet    per commit: what became of each input finished in it
+      journal/00000.sources.parquet    per commit: the inputs finished in it (the ledger)
       journal/00000.failures.parquet   per commit: failed inputs and segments
-      sources.parquet, failures.parquet  all journals together, written when a run finishes
+      journal/00000.open.parquet       per commit: inputs still open, and how far they are committed
+      sources.parquet, failures.parquet  all journals together, written when an invocation finishes
+      logs/                    one log per invocation (tracebacks of errors)
 
-A commit writes its files under temporary names, renames them into place, and only then rewrites
-manifest.json (itself through a rename): the manifest is the single commit point. On re-opening,
-files the manifest does not list are leftovers of an interrupted run and are removed, and the
-inputs listed in committed journals are skipped.
+A shard is written row group by row group to a hidden temporary file (`shards/.part-00000.parquet.tmp`:
+pyarrow's and HF datasets' folder readers skip dot files). A commit renames the shard and its journals
+into place and only then rewrites manifest.json (itself through a rename): the manifest is the single
+commit point. Before the manifest is replaced, the writer checks it still holds the run's lock. Opening
+a run directory (always under its lock) removes every file under shards/ and journal/ that the manifest
+does not list: the leftovers of an interrupted commit. Readers read the shards the manifest lists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,15 +39,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline.contract import CONTRACT_VERSION, FAILURES_SCHEMA, SOURCES_SCHEMA
+from pipeline.contract import CONTRACT_VERSION, FAILURES_SCHEMA, OPEN_SOURCES_SCHEMA, SOURCES_SCHEMA
+from pipeline.errors import UsageError
+from pipeline.lock import LOCK_NAME
 
 MANIFEST = "manifest.json"
+LAYOUT_VERSION = 2
 _AUDIO_LEAF = "audio.bytes"
-LAYOUT_VERSION = 1
+_OWN_NAMES = {"shards", "journal", "logs", "config.yaml", MANIFEST, LOCK_NAME}
 
 
-class RunDirError(Exception):
-    """The directory cannot be used for this run (foreign content, other config)."""
+class RunDirError(UsageError):
+    """The directory cannot be used for this run (a file, foreign content, another config)."""
 
 
 def merge_stats(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
@@ -79,12 +90,14 @@ class _HashingWriter:
     def close(self, fsync: bool = False) -> str:
         """Close the file and return the hex sha256 of everything written."""
         if not self.closed:
-            self._file.flush()
-            if fsync:
-                os.fsync(self._file.fileno())
-            self._file.close()
-            self._hasher.shutdown(wait=True)
             self.closed = True
+            try:
+                self._file.flush()
+                if fsync:
+                    os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
+                self._hasher.shutdown(wait=True)
         return self._sha256.hexdigest()
 
 
@@ -97,21 +110,106 @@ def _parquet_leaves(schema: pa.Schema) -> list[str]:
     return [parquet_schema.column(i).path for i in range(len(parquet_schema))]
 
 
+def _hidden_temporary(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp")
+
+
+class ShardFile:
+    """One shard being written: rows are buffered up to a row group, then encoded to a hidden temporary
+    file, so memory holds at most one row group whatever the shard's size."""
+
+    def __init__(
+        self, final: Path, schema: pa.Schema, row_group_rows: int, compression: str, fsync: bool
+    ) -> None:
+        self.final = final
+        self.temporary = _hidden_temporary(final)
+        self.rows = 0
+        self._row_group_rows = row_group_rows
+        self._fsync = fsync
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        # FLAC bytes neither compress nor dictionary-encode, and min/max statistics on them are useless;
+        # every other leaf column gets all three. Parquet applies these settings per leaf column.
+        others = [leaf for leaf in _parquet_leaves(schema) if leaf != _AUDIO_LEAF]
+        self._sink = _HashingWriter(self.temporary)
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            schema,
+            compression={**dict.fromkeys(others, compression), _AUDIO_LEAF: "none"},
+            use_dictionary=others,
+            write_statistics=others,
+        )
+
+    def append(self, table: pa.Table) -> None:
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        self.rows += table.num_rows
+        while self._buffered >= self._row_group_rows:
+            self._write_row_groups(whole_only=True)
+
+    def _write_row_groups(self, whole_only: bool) -> None:
+        table = pa.concat_tables(self._buffer)
+        cut = table.num_rows - table.num_rows % self._row_group_rows if whole_only else table.num_rows
+        if cut:
+            self._writer.write_table(table.slice(0, cut), row_group_size=self._row_group_rows)
+        rest = table.slice(cut)
+        self._buffer, self._buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+    def finish(self) -> dict[str, Any]:
+        """Write what is buffered, close the file; return its manifest entry (without the path)."""
+        if self._buffered:
+            self._write_row_groups(whole_only=False)
+        self._writer.close()
+        sha256 = self._sink.close(fsync=self._fsync)
+        return {"rows": self.rows, "bytes": self._sink.size, "sha256": sha256}
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (after an error: a full disk gets its space back)."""
+        with contextlib.suppress(Exception):  # the file is deleted whatever state it is in
+            self._writer.close()
+        with contextlib.suppress(OSError):
+            self._sink.close()
+        self.temporary.unlink(missing_ok=True)
+
+
 @dataclass
 class Commit:
     index: int
-    shard: dict[str, Any] | None
-    sources: str
-    failures: str
+    shard: dict[str, Any] | None  # {path, rows, bytes, sha256}
+    journal: dict[str, dict[str, Any]]  # kind (sources, failures, open) → {path, bytes, sha256}
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> Commit:
+        if "journal" not in entry:  # layout 1: journal paths without checksums, no open journal
+            journal = {kind: {"path": entry[kind]} for kind in ("sources", "failures")}
+            return cls(entry["index"], entry["shard"], journal, entry.get("stats", {}))
+        return cls(**entry)
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What earlier invocations left: inputs to skip, inputs to continue, source ids already owned."""
+
+    done_inputs: set[str]
+    open_inputs: dict[str, dict[str, Any]]  # input_path → its OPEN_SOURCES_SCHEMA row
+    source_owners: dict[str, str]  # source_id → the input path that wrote it
 
 
 class RunDirectory:
-    def __init__(self, root: Path, commits: list[Commit], manifest: dict[str, Any], fsync: bool) -> None:
+    def __init__(
+        self,
+        root: Path,
+        commits: list[Commit],
+        manifest: dict[str, Any],
+        fsync: bool,
+        fence: Callable[[], None] | None,
+    ) -> None:
         self.root = root
         self.commits = commits
         self._manifest = manifest
         self._fsync = fsync
+        self._fence = fence
         # Running sums, so a commit adds its own stats instead of re-adding every earlier commit's.
         self._stats: dict[str, Any] = {}
         for commit in commits:
@@ -120,40 +218,57 @@ class RunDirectory:
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, root: str | Path, config_hash: str, resolved_config: dict[str, Any], fsync: bool = False
+        cls,
+        root: str | Path,
+        config_hash: str,
+        resolved_config: dict[str, Any],
+        fsync: bool = False,
+        fence: Callable[[], None] | None = None,
+        invocation: dict[str, Any] | None = None,
     ) -> RunDirectory:
+        """Open (or create) a run directory; the caller holds its lock (pipeline.lock.RunLock)."""
         root = Path(root)
         manifest_path = root / MANIFEST
         if manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
+            manifest = read_manifest(root)
             if manifest.get("config_hash") != config_hash:
                 raise RunDirError(
                     f"{root} was made with another processing config (hash {manifest.get('config_hash')}, "
                     f"this one is {config_hash}); use a new --out"
                 )
-            commits = [Commit(**c) for c in manifest["commits"]]
+            commits = [Commit.from_manifest(c) for c in manifest["commits"]]
+            manifest = {k: v for k, v in manifest.items() if k not in {"shards", "totals", "commits"}}
         else:
-            if root.exists() and any(
-                p.name not in {"shards", "journal", "config.yaml"} for p in root.iterdir()
-            ):
-                raise RunDirError(f"{root} exists, is not empty and holds no {MANIFEST}: not a stylecaps run")
+            foreign = [p.name for p in root.iterdir() if p.name not in _OWN_NAMES and p.name[0] != "."]
+            if foreign:
+                raise RunDirError(
+                    f"{root} is not empty and holds no {MANIFEST} (it has {foreign[0]}): "
+                    "not a stylecaps run; use a new --out"
+                )
             manifest = {
                 "layout_version": LAYOUT_VERSION,
                 "contract_version": CONTRACT_VERSION,
                 "config_hash": config_hash,
                 "created": time.time(),
+                "invocations": [],
             }
             commits = []
+        manifest["layout_version"] = LAYOUT_VERSION
+        if invocation is not None:
+            manifest["invocations"] = [*manifest.get("invocations", []), invocation]
         for sub in ("shards", "journal"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        run = cls(root, commits, manifest, fsync)
+            (root / sub).mkdir(exist_ok=True)
+        run = cls(root, commits, manifest, fsync, fence)
         run._remove_uncommitted()
-        (root / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
+        _atomic_write_text(root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False), fsync)
         return run
 
+    def listed_files(self) -> set[Path]:
+        listed = {self.root / c.shard["path"] for c in self.commits if c.shard}
+        return listed | {self.root / entry["path"] for c in self.commits for entry in c.journal.values()}
+
     def _remove_uncommitted(self) -> None:
-        keep = {self.root / c.sources for c in self.commits} | {self.root / c.failures for c in self.commits}
-        keep |= {self.root / c.shard["path"] for c in self.commits if c.shard}
+        keep = self.listed_files()
         for sub in ("shards", "journal"):
             for path in (self.root / sub).iterdir():
                 if path not in keep:
@@ -161,7 +276,11 @@ class RunDirectory:
 
     # -- state of earlier commits ------------------------------------------------------------------------
     def _journal(self, kind: str, schema: pa.Schema) -> pa.Table:
-        tables = [pq.read_table(self.root / getattr(c, kind), schema=schema) for c in self.commits]
+        tables = [
+            pq.read_table(self.root / c.journal[kind]["path"], schema=schema)
+            for c in self.commits
+            if kind in c.journal
+        ]
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def sources(self) -> pa.Table:
@@ -170,92 +289,146 @@ class RunDirectory:
     def failures(self) -> pa.Table:
         return self._journal("failures", FAILURES_SCHEMA)
 
+    def open_sources(self) -> pa.Table:
+        """The inputs open at the last commit (a long source committed in parts)."""
+        last = self.commits[-1] if self.commits else None
+        if last is None or "open" not in last.journal:
+            return OPEN_SOURCES_SCHEMA.empty_table()
+        return pq.read_table(self.root / last.journal["open"]["path"], schema=OPEN_SOURCES_SCHEMA)
+
+    def resume_state(self) -> ResumeState:
+        ledger = self.sources().select(["input_path", "source_id", "source_path", "outcome"]).to_pylist()
+        open_rows = self.open_sources().to_pylist()
+        owners = {row["source_id"]: row["input_path"] for row in ledger if row["outcome"] == "segmented"}
+        owners |= {row["source_id"]: row["input_path"] for row in open_rows if row["source_id"]}
+        return ResumeState(
+            done_inputs={row["input_path"] for row in ledger},
+            open_inputs={row["input_path"]: row for row in open_rows},
+            source_owners=owners,
+        )
+
     def totals(self) -> dict[str, Any]:
         shards = [c.shard for c in self.commits if c.shard]
-        return {**self._stats, "shards": len(shards), "rows": sum(s["rows"] for s in shards)}
+        last_open = self.commits[-1].journal.get("open", {}) if self.commits else {}
+        return {
+            **self._stats,
+            "shards": len(shards),
+            "rows": sum(s["rows"] for s in shards),
+            "open_inputs": last_open.get("rows", 0),
+        }
 
     # -- committing --------------------------------------------------------------------------------------
+    def new_shard(self, schema: pa.Schema, row_group_rows: int, compression: str) -> ShardFile:
+        index = sum(1 for c in self.commits if c.shard)
+        final = self.root / "shards" / f"part-{index:05d}.parquet"
+        return ShardFile(final, schema, row_group_rows, compression, self._fsync)
+
     def commit(
         self,
-        shard: pa.Table | None,
+        shard: ShardFile | None,
         sources: pa.Table,
         failures: pa.Table,
+        open_sources: pa.Table,
         stats: dict[str, Any],
-        row_group_rows: int,
-        compression: str,
     ) -> Commit:
+        """Make a shard (if it has rows) and the journals of one commit part of the run.
+
+        Every file is written under a hidden temporary name first; then all are renamed into place and
+        the manifest is replaced. If anything fails before the manifest is, the files of this commit are
+        removed again: an unlisted file is never left visible."""
         index = len(self.commits)
-        shard_entry = None
-        if shard is not None and shard.num_rows:
-            shard_index = sum(1 for c in self.commits if c.shard)
-            shard_entry = self._write_shard(
-                shard, f"shards/part-{shard_index:05d}.parquet", row_group_rows, compression
-            )
-        commit = Commit(
-            index=index,
-            shard=shard_entry,
-            sources=self._write_small(sources, f"journal/{index:05d}.sources.parquet"),
-            failures=self._write_small(failures, f"journal/{index:05d}.failures.parquet"),
-            stats=stats,
-        )
-        self.commits.append(commit)
-        self._stats = merge_stats(self._stats, stats)
-        self._write_manifest(complete=False)
+        staged: list[tuple[Path, Path]] = []  # (temporary, final)
+        try:
+            shard_entry = None
+            if shard is not None:
+                entry = shard.finish()
+                if entry["rows"]:
+                    staged.append((shard.temporary, shard.final))
+                    shard_entry = {"path": shard.final.relative_to(self.root).as_posix(), **entry}
+                else:
+                    shard.temporary.unlink()
+            journal = {}
+            for kind, table in (("sources", sources), ("failures", failures), ("open", open_sources)):
+                journal[kind], temporary = self._write_small(table, f"journal/{index:05d}.{kind}.parquet")
+                staged.append((temporary, self.root / journal[kind]["path"]))
+            commit = Commit(index=index, shard=shard_entry, journal=journal, stats=stats)
+            if self._fence is not None:
+                self._fence()  # a writer that lost its lock must not replace the manifest
+            for temporary, final in staged:
+                os.replace(temporary, final)
+            before = self._stats
+            self.commits.append(commit)
+            self._stats = merge_stats(before, stats)
+            self._write_manifest(complete=False)
+        except BaseException:
+            if self.commits and self.commits[-1].index == index:
+                self.commits.pop()
+                self._stats = before
+            for temporary, final in staged:
+                temporary.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+            raise
         return commit
 
-    def _write_shard(
-        self, table: pa.Table, relative: str, row_group_rows: int, compression: str
-    ) -> dict[str, Any]:
-        final = self.root / relative
-        temporary = final.with_name(final.name + ".tmp")
-        # FLAC bytes neither compress nor dictionary-encode, and min/max statistics on them are useless;
-        # every other leaf column gets all three. Parquet applies these settings per leaf column.
-        others = [leaf for leaf in _parquet_leaves(table.schema) if leaf != _AUDIO_LEAF]
-        codec = "none" if compression == "none" else compression
+    def _write_small(self, table: pa.Table, relative: str) -> tuple[dict[str, Any], Path]:
+        """Write a small table to a hidden temporary; return its manifest entry and the temporary path."""
+        temporary = _hidden_temporary(self.root / relative)
         sink = _HashingWriter(temporary)
         try:
-            pq.write_table(
-                table,
-                sink,
-                row_group_size=row_group_rows,
-                compression={**dict.fromkeys(others, codec), _AUDIO_LEAF: "none"},
-                use_dictionary=others,
-                write_statistics=others,
-            )
+            pq.write_table(table, sink)
         finally:
             sha256 = sink.close(fsync=self._fsync)
-        os.replace(temporary, final)
-        return {"path": relative, "rows": table.num_rows, "bytes": sink.size, "sha256": sha256}
-
-    def _write_small(self, table: pa.Table, relative: str) -> str:
-        final = self.root / relative
-        temporary = final.with_name(final.name + ".tmp")
-        pq.write_table(table, temporary)
-        os.replace(temporary, final)
-        return relative
+        return {"path": relative, "rows": table.num_rows, "bytes": sink.size, "sha256": sha256}, temporary
 
     def _write_manifest(self, complete: bool) -> None:
         shards = [c.shard for c in self.commits if c.shard]
+        if not complete:
+            self._manifest.pop("ledger", None)  # the whole-run tables are rewritten when it completes
         manifest = {
             **self._manifest,
             "updated": time.time(),
             "complete": complete,
             "shards": shards,
             "totals": self.totals(),
-            "commits": [c.__dict__ for c in self.commits],
+            "commits": [asdict(c) for c in self.commits],
         }
-        path = self.root / MANIFEST
-        temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "w") as handle:
-            json.dump(manifest, handle, indent=1)
-            handle.flush()
-            if self._fsync:
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        self._manifest = {k: v for k, v in manifest.items() if k not in {"shards", "totals", "commits"}}
+        _atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1), self._fsync)
 
     def finish(self) -> None:
         """Write the whole-run ledger and failures table and mark the manifest complete."""
-        for name, table in (("sources.parquet", self.sources()), ("failures.parquet", self.failures())):
-            self._write_small(table, name)
+        ledger = {}
+        for kind, table in (("sources", self.sources()), ("failures", self.failures())):
+            ledger[kind], temporary = self._write_small(table, f"{kind}.parquet")
+            os.replace(temporary, self.root / ledger[kind]["path"])
+        self._manifest["ledger"] = ledger
+        if self._fence is not None:
+            self._fence()
         self._write_manifest(complete=True)
+
+
+def _atomic_write_text(path: Path, text: str, fsync: bool) -> None:
+    temporary = _hidden_temporary(path)
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{root} holds no {MANIFEST}: not a stylecaps run directory") from None
+    except json.JSONDecodeError as error:
+        raise RunDirError(f"{path} is not valid JSON (line {error.lineno}): the run is damaged") from None
+
+
+def listed_shards(root: str | Path) -> list[Path]:
+    """The committed shards of a run, in order: what every reader reads (never a folder glob).
+
+    `datasets.load_dataset("parquet", data_files=[str(p) for p in listed_shards(run)])`"""
+    root = Path(root)
+    return [root / shard["path"] for shard in read_manifest(root)["shards"]]

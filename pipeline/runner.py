@@ -4,21 +4,29 @@ groups (on Ray Data, or in a plain loop for debugging and benchmarks) and commit
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
-from annotate.base import Row
+from annotate.base import STATUS_OK, Row
 from pipeline.config import RayConfig, RunConfig, SourceSpec
-from pipeline.contract import STATUS_OK, stream_table
-from pipeline.rundir import RunDirectory
+from pipeline.contract import stream_table
+from pipeline.errors import StylecapsError, UsageError, describe_os_error
+from pipeline.lock import LockOwner, RunLock, command_line
+from pipeline.rundir import RunDirectory, RunDirError
+from pipeline.runlog import log
 from pipeline.sources import list_sources
 from pipeline.stages import StageChain, StageSetupError, StageSpec, build_stage_specs, group_by_resources
 from pipeline.writer import ShardWriter
@@ -27,6 +35,7 @@ Executor = Literal["ray", "local"]
 _MAX_SOURCE_BLOCKS = 2000
 # Segments in flight per chunk: what a stage group after segmentation gets per call.
 _SEGMENT_BATCH_ROWS = 32
+_MAX_BLOCK_BYTES = 8 << 20  # a chunk of 32 segments of up to 30 s is about 3-5 MB of FLAC
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,9 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # same inputs, same shards
         context.enable_progress_bars = False  # the CLI shows one progress bar of its own
+        # Ray Data merges what a generator UDF yields into blocks of up to 128 MiB by default, so a long
+        # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
+        context.target_max_block_size = _MAX_BLOCK_BYTES
         rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
         blocks = [stream_table(rows[i : i + rows_per_block]) for i in range(0, len(rows), rows_per_block)]
         dataset = ray.data.from_arrow(blocks)
@@ -117,7 +129,10 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
                 batch_format="pyarrow",
                 # A fixed-size pool: every worker starts (and loads its models) at once, instead of
                 # the second arriving when the first is already busy.
-                compute=ray.data.ActorPoolStrategy(size=_pool_size(group)),
+                # The source-level group never needs more workers than there are sources.
+                compute=ray.data.ActorPoolStrategy(
+                    size=min(_pool_size(group), len(rows)) if index == 0 else _pool_size(group)
+                ),
                 num_cpus=group[0].resources.num_cpus,
                 num_gpus=group[0].resources.num_gpus,
             )
@@ -140,39 +155,147 @@ def iter_local(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Ta
             yield stream_table(chunk)
 
 
+class RunInterrupted(StylecapsError):
+    """SIGINT stopped the run after committing what was complete; a rerun resumes."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def _interrupts_between_commits() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+    """SIGINT raises KeyboardInterrupt as usual, except inside a commit, where it waits for the commit
+    to end: an interrupt never leaves a half-written commit behind. A second SIGINT while one waits
+    stops at once (the run directory's commit protocol still holds)."""
+    state = {"critical": False, "pending": False}
+
+    def handler(signum: int, frame: object) -> None:
+        if state["critical"] and not state["pending"]:
+            state["pending"] = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical() -> Iterator[None]:
+        state["critical"] = True
+        try:
+            yield
+        finally:
+            state["critical"] = False
+        if state["pending"]:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield contextlib.nullcontext  # signals reach only the main thread
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield critical
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"--out {out} is a file, not a run directory") from None
+    except NotADirectoryError:
+        raise RunDirError(f"--out {out}: a part of its path is a file, not a folder") from None
+    except OSError as error:
+        raise RunDirError(f"cannot create the run directory {out}: {describe_os_error(error)}") from None
+    if not out.is_dir():
+        raise RunDirError(f"--out {out} is not a folder")
+
+
 def annotate(
     config: RunConfig,
     out: str | Path,
     inputs: list[str] | None = None,
     executor: Executor = "ray",
     on_progress: Callable[[int, int], None] | None = None,
+    wait: bool = False,
+    on_wait: Callable[[LockOwner], None] | None = None,
+    on_open: Callable[[Path], None] | None = None,
 ) -> RunReport:
-    """Annotate the config's sources (or `inputs`) into the run directory `out`; resumable."""
+    """Annotate the config's sources (or `inputs`) into the run directory `out`; resumable.
+
+    Holds the run's lock throughout (RunLockedError if another process holds it, unless `wait`).
+    SIGINT commits what is complete and raises RunInterrupted."""
     started = time.perf_counter()
     specs = [SourceSpec(path=p) for p in inputs] if inputs else config.sources
     if not specs:
-        raise ValueError("no inputs: give --input or list sources in the config")
+        raise UsageError("no inputs: give --input or list sources in the config")
     rows = list_sources(specs)  # before touching `out`: a bad input leaves no run directory behind
+    out = Path(out)
+    _prepare_out(out)
+    lock = RunLock(out, command_line(), config.lock.heartbeat_s, config.lock.stale_after_s)
+    try:
+        lock.acquire(wait=wait, on_wait=on_wait)
+    except OSError as error:
+        raise RunDirError(f"cannot lock the run directory {out}: {describe_os_error(error)}") from None
+    try:
+        return _annotate_locked(config, out, specs, rows, executor, on_progress, lock, on_open, started)
+    finally:
+        lock.release()
+
+
+def _annotate_locked(
+    config: RunConfig,
+    out: Path,
+    specs: list[SourceSpec],
+    rows: list[Row],
+    executor: Executor,
+    on_progress: Callable[[int, int], None] | None,
+    lock: RunLock,
+    on_open: Callable[[Path], None] | None,
+    started: float,
+) -> RunReport:
     resolved = config.model_copy(update={"sources": specs})
+    invocation = {"started": time.time(), **{k: getattr(lock.owner, k) for k in ("host", "pid", "command")}}
     run = RunDirectory.open(
-        out, config.processing_hash(), resolved.model_dump(mode="json"), config.write.fsync
+        out,
+        config.processing_hash(),
+        resolved.model_dump(mode="json"),
+        config.write.fsync,
+        fence=lock.check,
+        invocation=invocation,
     )
+    if on_open is not None:
+        on_open(out)
     writer = ShardWriter(run, config.write)
     pending = [row for row in rows if row["input_path"] not in writer.done_inputs]
     for row in pending:
         row.setdefault("status", STATUS_OK)
+        row["resume_after_s"] = writer.resume_after_s(row["input_path"])
     audio_before = run.totals().get("audio_s", 0.0)
-    if pending:
-        groups = group_by_resources(build_stage_specs(config))
-        tables = iter_ray(groups, pending, config.ray) if executor == "ray" else iter_local(groups, pending)
-        for table in tables:
-            writer.add(table)
-            if on_progress:
-                on_progress(writer.finished_inputs, len(pending))
-    writer.close()
+    log.info("annotate %s: %d inputs listed, %d to do", out, len(rows), len(pending))
+    with _interrupts_between_commits() as critical:
+        try:
+            if pending:
+                groups = group_by_resources(build_stage_specs(config))
+                run_stages = partial(iter_ray, config=config.ray) if executor == "ray" else iter_local
+                for table in run_stages(groups, pending):
+                    with critical():
+                        writer.add(table)
+                    if on_progress:
+                        on_progress(writer.finished_inputs, len(pending))
+            with critical():
+                writer.close(fed={row["input_path"] for row in pending})
+        except KeyboardInterrupt:
+            with critical():
+                writer.commit()  # everything received is complete rows: keep it
+            totals = run.totals()
+            raise RunInterrupted(
+                f"interrupted: {totals.get('inputs', 0)} inputs and {totals.get('segments', 0)} segments are "
+                f"committed in {out}; run the same command again to resume"
+            ) from None
+        except BaseException:
+            writer.abort()
+            raise
     totals = run.totals()
+    log.info("annotate %s finished: %s", out, json.dumps(totals))
     return RunReport(
-        out=Path(out),
+        out=out,
         totals=totals,
         inputs_listed=len(rows),
         inputs_skipped=len(rows) - len(pending),

@@ -13,16 +13,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from annotate.base import BatchStage, Row, StreamingStage, failed_row
+from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
+from annotate.measure import MeasureStage
 from annotate.segment import SileroSegmenter
 from annotate.transcribe import WhisperTranscriber
 from pipeline.config import RunConfig, StageResources
-from pipeline.contract import STATUS_OK
+from pipeline.errors import UsageError
 from verify.rules import RulesVerifier
 
 
-class StageSetupError(RuntimeError):
+class StageSetupError(UsageError):
     """A stage could not set up (a model path that does not exist, a missing package)."""
 
 
@@ -40,8 +41,9 @@ def build_stage_specs(config: RunConfig) -> list[StageSpec]:
         specs.append(StageSpec("transcribe", partial(WhisperTranscriber, config.asr.whisper), cpu))
     return [
         *specs,
+        StageSpec("measure", partial(MeasureStage, config.measure), cpu),
         StageSpec("caption", partial(AcousticCaptioner, config.caption.acoustic), cpu),
-        StageSpec("verify", partial(RulesVerifier, config.verify.rules), cpu),
+        StageSpec("verify", partial(RulesVerifier, config.verify.rules, config.measure.bins), cpu),
     ]
 
 

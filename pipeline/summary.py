@@ -28,7 +28,10 @@ def summary_table(
     add("inputs", _fmt_count(totals.get("inputs", 0)))
     add("  with segments", _fmt_count(outcomes.get("segmented", 0)))
     add("  without speech", _fmt_count(outcomes.get("no_speech", 0)))
+    add("  speech too short", _fmt_count(outcomes.get("speech_too_short", 0)))
     add("  failed", _fmt_count(outcomes.get("failed", 0)))
+    if totals.get("open_inputs"):
+        add("  committed in part", _fmt_count(totals["open_inputs"]))
     add("audio hours (inputs)", f"{totals.get('audio_s', 0.0) / 3600:.3f}")
     add("audio hours (segments)", f"{totals.get('segment_audio_s', 0.0) / 3600:.3f}")
     add("segments", _fmt_count(totals.get("segments", 0)))

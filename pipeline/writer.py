@@ -1,42 +1,47 @@
 """The shard writer: routes stream rows to shards, the ledger and the failures table, and commits.
 
-Rows of one input are held back until all of them have arrived (the segment stage tells how many
-to expect), so a commit always holds whole sources and a resumed run never duplicates a segment.
-A source whose content hash was already written (a copy of another input) is recorded as a
-failure of type DuplicateSource instead of being written twice.
+Rows are written as they arrive, in order: an ok segment row goes into the open shard (encoded row group
+by row group), a failed one into the failures table, and a source's end row records the source in the
+ledger. A commit happens when the shard holds `rows_per_shard` rows, when as many inputs finished without
+filling it, and at the end. So the driver holds at most one row group whatever a source's length, a
+long source is committed in parts, and every shard respects `rows_per_shard`.
+
+Inputs still open at a commit are journaled with their progress (the start of their last committed
+segment); a resumed run continues them after it. Rows of a source arrive by increasing start, so a row
+at or before the last one seen of its source (a retried task, or a segment an earlier run committed) is
+dropped. A source whose content hash another input already wrote is a DuplicateSource failure: its rows
+are dropped and it is recorded once, as failed.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+import math
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from annotate.base import OUTCOME_FAILED, OUTCOME_SEGMENTED, STATUS_FAILED, STATUS_OK, is_source_end
 from pipeline.config import WriteConfig
 from pipeline.contract import (
     FAILURES_SCHEMA,
-    OUTCOME_FAILED,
-    OUTCOME_NO_SPEECH,
-    OUTCOME_SEGMENTED,
+    OPEN_SOURCES_SCHEMA,
     SHARD_SCHEMA,
     SOURCES_SCHEMA,
-    STATUS_FAILED,
-    STATUS_NO_SPEECH,
-    STATUS_OK,
     shard_schema_with_metadata,
 )
-from pipeline.rundir import RunDirectory, merge_stats
+from pipeline.rundir import RunDirectory, ShardFile, merge_stats
 
 _ROUTING_COLUMNS = [
     "input_path",
     "status",
-    "source_segments",
+    "outcome",
     "source_id",
     "source_path",
     "segment_id",
+    "start_s",
     "source_duration_s",
     "dropped_speech_s",
     "error_stage",
@@ -47,12 +52,25 @@ _ROUTING_COLUMNS = [
 
 @dataclass
 class _OpenSource:
-    expected: int | None = None
-    parts: list[tuple[pa.Table, list[dict[str, Any]]]] = field(default_factory=list)
+    """An input the writer has rows of but not yet its end row."""
 
-    @property
-    def received(self) -> int:
-        return sum(len(rows) for _, rows in self.parts)
+    input_path: str
+    source_path: str | None
+    source_id: str | None
+    last_start_s: float = -math.inf
+    segments: int = 0
+    failed_segments: int = 0
+    duplicate_of: str | None = None  # the input that wrote this content first
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "input_path": self.input_path,
+            "source_path": self.source_path,
+            "source_id": self.source_id,
+            "last_start_s": self.last_start_s,
+            "segments": self.segments,
+            "failed_segments": self.failed_segments,
+        }
 
 
 def failure_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -91,118 +109,190 @@ class ShardWriter:
         self.run = run
         self.config = config
         self._schema = shard_schema_with_metadata()
-        self._open: dict[str, _OpenSource] = defaultdict(_OpenSource)
-        ledger = run.sources().select(["input_path", "source_id", "source_path", "outcome"]).to_pylist()
-        self.done_inputs = {row["input_path"] for row in ledger}  # what a resumed run skips
-        self._seen_sources = {
-            row["source_id"]: row["source_path"] for row in ledger if row["outcome"] == OUTCOME_SEGMENTED
+        state = run.resume_state()
+        self.done_inputs = state.done_inputs  # what a resumed run skips
+        self._open: dict[str, _OpenSource] = {
+            path: _OpenSource(
+                path,
+                row["source_path"],
+                row["source_id"],
+                row["last_start_s"],
+                row["segments"],
+                row["failed_segments"],
+            )
+            for path, row in state.open_inputs.items()
         }
-        self._shard_parts: list[pa.Table] = []
-        self._shard_rows = 0
+        self._owners = dict(state.source_owners)  # source_id → the input that wrote it first
+        self._shard: ShardFile | None = None
+        self._batch: pa.Table | None = None  # the batch being routed
+        self._pending_ok: list[int] = []  # its rows bound for the shard, in order
         self._sources: list[dict[str, Any]] = []
         self._failures: list[dict[str, Any]] = []
         self._stats: dict[str, Any] = {}
         self.finished_inputs = 0
 
+    def resume_after_s(self, input_path: str) -> float | None:
+        """Where a partly committed input continues (None: from its start)."""
+        source = self._open.get(input_path)
+        return None if source is None or source.last_start_s == -math.inf else source.last_start_s
+
+    # -- rows ------------------------------------------------------------------------------------------
     def add(self, batch: pa.Table) -> None:
-        routing = batch.select(_ROUTING_COLUMNS).to_pylist()
-        by_input: dict[str, list[int]] = defaultdict(list)
-        for index, row in enumerate(routing):
-            by_input[row["input_path"]].append(index)
-        for input_path, indices in by_input.items():
-            pending = self._open[input_path]
-            rows = [routing[i] for i in indices]
-            pending.parts.append((batch.take(indices), rows))
-            if rows[0]["status"] != STATUS_OK and rows[0].get("segment_id") is None:
-                pending.expected = len(rows)  # a source-level outcome is a single row
-            elif rows[0].get("source_segments") is not None:
-                pending.expected = rows[0]["source_segments"]
-            if pending.expected is not None and pending.received >= pending.expected:
-                self._finish_source(input_path, self._open.pop(input_path))
-        # Inputs without segments (failures, silence) commit too, so a resumed run need not redo them.
-        if self._shard_rows >= self.config.rows_per_shard or len(self._sources) >= self.config.rows_per_shard:
-            self.commit()
+        self._batch = batch
+        try:
+            for index, row in enumerate(batch.select(_ROUTING_COLUMNS).to_pylist()):
+                self._route(index, row)
+            self._flush_ok()
+        finally:
+            self._batch, self._pending_ok = None, []
 
-    def _finish_source(self, input_path: str, source: _OpenSource) -> None:
+    def _route(self, index: int, row: dict[str, Any]) -> None:
+        source = self._open.get(row["input_path"])
+        if source is None:
+            source = self._open[row["input_path"]] = _OpenSource(
+                row["input_path"], row.get("source_path"), row.get("source_id")
+            )
+        if is_source_end(row):
+            self._claim(source, row)
+            self._end(source, row)
+            return
+        if row["start_s"] <= source.last_start_s:
+            return  # replayed by a retried task, or committed by an earlier run
+        if not self._claim(source, row):
+            return
+        source.last_start_s = row["start_s"]
+        if row["status"] == STATUS_OK:
+            source.segments += 1
+            self._pending_ok.append(index)
+            if self._shard_rows() >= self.config.rows_per_shard:
+                self.commit()
+        else:
+            source.failed_segments += 1
+            self._failures.append(failure_record(row))
+            self._stats = merge_stats(self._stats, _failure_stats([row["error_type"]]))
+
+    def _claim(self, source: _OpenSource, row: dict[str, Any]) -> bool:
+        """Register the source's content id on its first decoded row; False for a duplicate."""
+        if source.duplicate_of is not None:
+            return False
+        source_id = row.get("source_id")
+        if source_id is None or (row["status"] == STATUS_FAILED and row.get("segment_id") is None):
+            return True
+        source.source_id = source_id
+        owner = self._owners.setdefault(source_id, source.input_path)
+        if owner != source.input_path:
+            source.duplicate_of = owner
+            return False
+        return True
+
+    def _end(self, source: _OpenSource, row: dict[str, Any]) -> None:
+        del self._open[source.input_path]
         self.finished_inputs += 1
-        rows = [row for _, part_rows in source.parts for row in part_rows]
-        first = rows[0]
-        ledger = {
-            "input_path": input_path,
-            "source_path": first.get("source_path"),
-            "source_id": first.get("source_id"),
-            "duration_s": first.get("source_duration_s"),
-            "dropped_speech_s": first.get("dropped_speech_s"),
-            "segments": 0,
-        }
-        if first["status"] == STATUS_FAILED and first.get("segment_id") is None:
-            self._record_source(ledger, OUTCOME_FAILED, [failure_record(first)])
-            return
-        if first["status"] == STATUS_NO_SPEECH:
-            self._record_source(ledger, OUTCOME_NO_SPEECH, [])
-            return
-        original = self._seen_sources.get(first["source_id"])
-        if original is not None:
-            duplicate = {
-                **first,
-                "segment_id": None,
-                "error_stage": "ingest",
-                "error_type": "DuplicateSource",
-                "error_message": f"source {first['source_id']} was already written from {original} "
-                "(same content hash, or the same source_id in a manifest)",
+        failures = []
+        if source.duplicate_of is not None:
+            outcome = OUTCOME_FAILED
+            failures.append(
+                failure_record(
+                    {
+                        **row,
+                        "segment_id": None,
+                        "error_stage": "ingest",
+                        "error_type": "DuplicateSource",
+                        "error_message": f"source {source.source_id} was already written from "
+                        f"{source.duplicate_of} (same content hash, or the same source_id in a manifest)",
+                    }
+                )
+            )
+        elif row["status"] == STATUS_FAILED:
+            outcome = OUTCOME_FAILED
+            failures.append(failure_record(row))
+        else:
+            outcome = row["outcome"] or OUTCOME_SEGMENTED
+        self._sources.append(
+            {
+                "input_path": source.input_path,
+                "source_path": row.get("source_path") or source.source_path,
+                "source_id": row.get("source_id") or source.source_id,
+                "outcome": outcome,
+                "duration_s": row.get("source_duration_s"),
+                "segments": 0 if source.duplicate_of else source.segments,
+                "failed_segments": source.failed_segments,
+                "dropped_speech_s": row.get("dropped_speech_s"),
             }
-            self._record_source(ledger, OUTCOME_FAILED, [failure_record(duplicate)])
-            return
-        self._seen_sources[first["source_id"]] = first.get("source_path")
-        failures = [failure_record(row) for row in rows if row["status"] == STATUS_FAILED]
-        for table, part_rows in source.parts:
-            ok = [i for i, row in enumerate(part_rows) if row["status"] == STATUS_OK]
-            if ok:
-                self._shard_parts.append(table.take(ok).select(SHARD_SCHEMA.names))
-                self._shard_rows += len(ok)
-        ledger["segments"] = sum(1 for row in rows if row["status"] == STATUS_OK)
-        self._record_source(ledger, OUTCOME_SEGMENTED, failures)
-
-    def _record_source(self, ledger: dict[str, Any], outcome: str, failures: list[dict[str, Any]]) -> None:
-        self._sources.append({**ledger, "outcome": outcome})
+        )
         self._failures.extend(failures)
         self._stats = merge_stats(
             self._stats,
             {
                 "inputs": 1,
                 "outcomes": {outcome: 1},
-                "audio_s": ledger["duration_s"] or 0.0,
-                "dropped_speech_s": ledger["dropped_speech_s"] or 0.0,
-                "failures": 0 if not failures else len(failures),
-                "failures_by_type": dict(Counter(f["error_type"] for f in failures)),
+                "audio_s": row.get("source_duration_s") or 0.0,
+                "dropped_speech_s": row.get("dropped_speech_s") or 0.0,
+                **_failure_stats([f["error_type"] for f in failures]),
             },
         )
+        if len(self._sources) >= self.config.rows_per_shard:
+            self.commit()  # inputs without segments (failures, silence) must reach the ledger too
 
-    def commit(self) -> None:
-        """Write what is complete so far as one commit (a shard if there are rows)."""
-        if not self._sources:
+    # -- the shard -------------------------------------------------------------------------------------
+    def _shard_rows(self) -> int:
+        return (self._shard.rows if self._shard else 0) + len(self._pending_ok)
+
+    def _flush_ok(self) -> None:
+        if not self._pending_ok or self._batch is None:
             return
-        shard = None
-        stats = dict(self._stats)
-        if self._shard_parts:
-            shard = pa.concat_tables(self._shard_parts).cast(self._schema)
-            stats = merge_stats(
-                stats, {"segments": shard.num_rows, "segment_audio_s": pc.sum(shard["duration_s"]).as_py()}
-            )
-            stats = merge_stats(stats, caption_stats(shard))
-        self.run.commit(
-            shard,
-            pa.Table.from_pylist(self._sources, schema=SOURCES_SCHEMA),
-            pa.Table.from_pylist(self._failures, schema=FAILURES_SCHEMA),
-            stats,
-            self.config.row_group_rows,
-            self.config.compression,
+        table = self._batch.take(self._pending_ok).select(SHARD_SCHEMA.names).cast(self._schema)
+        self._pending_ok = []
+        if self._shard is None:
+            config = self.config
+            self._shard = self.run.new_shard(self._schema, config.row_group_rows, config.compression)
+        self._shard.append(table)
+        self._stats = merge_stats(
+            self._stats,
+            {"segments": table.num_rows, "segment_audio_s": pc.sum(table["duration_s"]).as_py() or 0.0},
         )
-        self._shard_parts, self._shard_rows = [], 0
+        self._stats = merge_stats(self._stats, caption_stats(table))
+
+    # -- committing ------------------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Commit everything received so far: the shard, finished inputs, failures, open inputs' progress."""
+        self._flush_ok()
+        if self._shard is None and not self._sources and not self._failures:
+            return
+        shard, self._shard = self._shard, None
+        try:
+            self.run.commit(
+                shard,
+                pa.Table.from_pylist(self._sources, schema=SOURCES_SCHEMA),
+                pa.Table.from_pylist(self._failures, schema=FAILURES_SCHEMA),
+                pa.Table.from_pylist(
+                    [s.progress() for s in self._open.values() if s.last_start_s > -math.inf],
+                    schema=OPEN_SOURCES_SCHEMA,
+                ),
+                self._stats,
+            )
+        except BaseException:
+            if shard is not None:
+                shard.abort()
+            raise
         self._sources, self._failures, self._stats = [], [], {}
 
-    def close(self) -> None:
-        if self._open:
-            raise RuntimeError(f"{len(self._open)} inputs ended incomplete: {sorted(self._open)[:3]}")
+    def abort(self) -> None:
+        """Drop what is not committed (its temporary shard file too); the run resumes from the last commit."""
+        if self._shard is not None:
+            self._shard.abort()
+            self._shard = None
+
+    def close(self, fed: set[str]) -> None:
+        """Commit the rest and mark the run complete; every input fed in this invocation must have ended."""
+        unfinished = sorted(path for path in self._open if path in fed)
+        if unfinished:
+            raise RuntimeError(f"{len(unfinished)} inputs ended without their end row: {unfinished[:3]}")
         self.commit()
         self.run.finish()
+
+
+def _failure_stats(error_types: list[str]) -> dict[str, Any]:
+    if not error_types:
+        return {}
+    return {"failures": len(error_types), "failures_by_type": dict(Counter(error_types))}

@@ -1,8 +1,11 @@
 """Tag accuracy of a run over the bundled example corpus, per attribute.
 
 Expected tags follow from the generating parameters in examples/labels.csv where they imply one:
-espeak -p <= 25 → low pitch, -p >= 75 → high; -s <= 120 → slow, -s >= 230 → fast, 150..190 → measured;
--a <= 50 → soft, -a >= 180 → loud, -a 100 → moderate; whisper variants → whispered, others → modal.
+espeak -p <= 25 → low pitch, -p >= 75 → high (relative to the voice's gender); -s <= 120 → slow,
+-s >= 230 → fast, 150..190 → measured; whisper variants → whispered, others → modal; gender as labeled
+(the manifest gives it). espeak's -a only scales the waveform, it does not make the voice louder: the
+loudness tag is vocal effort, so the -a 40 and -a 190 clips of each text must get the same loudness tag
+("loudness (same for -a 40 and -a 190)").
 Usage: python scripts/tag_accuracy.py RUN_DIR [--labels examples/labels.csv]
 """
 
@@ -18,11 +21,17 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 
 
+GAIN_PAIR = "loudness (same for -a 40 and -a 190)"
+
+
 def expected_tags(label: dict[str, str]) -> dict[str, str]:
-    expected = {"phonation": "whispered" if label["whisper"] == "true" else "modal"}
+    expected = {
+        "gender": label["gender"],
+        "phonation": "whispered" if label["whisper"] == "true" else "modal",
+    }
     if label["engine"] != "espeak-ng" or label["sox_effect"] or label["whisper"] == "true":
         return expected
-    pitch, rate, amplitude = int(label["pitch"]), int(label["rate"]), int(label["amplitude"])
+    pitch, rate = int(label["pitch"]), int(label["rate"])
     if pitch <= 25:
         expected["pitch"] = "low"
     elif pitch >= 75:
@@ -33,12 +42,6 @@ def expected_tags(label: dict[str, str]) -> dict[str, str]:
         expected["speaking_rate"] = "fast"
     elif 150 <= rate <= 190:
         expected["speaking_rate"] = "measured"
-    if amplitude <= 50:
-        expected["loudness"] = "soft"
-    elif amplitude >= 180:
-        expected["loudness"] = "loud"
-    elif amplitude == 100:
-        expected["loudness"] = "moderate"
     return expected
 
 
@@ -47,18 +50,27 @@ def tag_accuracy(run_dir: Path, labels_csv: Path) -> dict[str, dict[str, object]
     with open(labels_csv, newline="") as handle:
         labels = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
     scores: dict[str, dict[str, object]] = defaultdict(lambda: {"correct": 0, "total": 0, "misses": []})
+
+    def score(attribute: str, name: str, want: str | None, got: str | None) -> None:
+        scores[attribute]["total"] += 1
+        if got == want:
+            scores[attribute]["correct"] += 1
+        else:
+            scores[attribute]["misses"].append((name, want, got))
+
+    loudness_by_text: dict[str, dict[int, str | None]] = defaultdict(dict)
     for shard in sorted((run_dir / "shards").glob("*.parquet")):
         for row in pq.read_table(shard, columns=["source_path", "tags"]).to_pylist():
-            label = labels.get(Path(row["source_path"]).name)
+            name = Path(row["source_path"]).name
+            label = labels.get(name)
             if label is None:
                 continue
             for attribute, want in expected_tags(label).items():
-                score = scores[attribute]
-                score["total"] += 1
-                if row["tags"][attribute] == want:
-                    score["correct"] += 1
-                else:
-                    score["misses"].append((Path(row["source_path"]).name, want, row["tags"][attribute]))
+                score(attribute, name, want, row["tags"][attribute])
+            if label["contrast_set"] in ("amp_soft", "amp_loud"):
+                loudness_by_text[label["text"]][int(label["amplitude"])] = row["tags"]["loudness"]
+    for text, by_amplitude in sorted(loudness_by_text.items()):
+        score(GAIN_PAIR, text[:40], by_amplitude.get(40), by_amplitude.get(190))
     return dict(scores)
 
 
@@ -69,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     for attribute, score in sorted(tag_accuracy(args.run_dir, args.labels).items()):
         share = score["correct"] / score["total"]
-        print(f"{attribute:15s} {score['correct']:3d}/{score['total']:3d} = {share:.1%}")
+        print(f"{attribute:38s} {score['correct']:3d}/{score['total']:3d} = {share:.1%}")
         for miss in score["misses"]:
             print(f"    {miss[0]}: expected {miss[1]}, got {miss[2]}")
 

@@ -40,7 +40,7 @@ def test_console_script_help_lists_every_command():
     assert proc.returncode == 0, proc.stderr
     text = flat(proc.stdout)
     assert "Usage: stylecaps" in text
-    for command in ("annotate", "summary", "config"):
+    for command in ("annotate", "summary", "config", "check"):
         assert re.search(rf"\b{command}\b", text), command
     assert "Segment, caption and verify audio into Parquet shards" in text
     assert "Traceback" not in proc.stderr
@@ -71,6 +71,14 @@ def test_config_help_documents_the_config_option():
     assert re.search(r"(?<![\w-])--config(?![\w-])", text)
     assert "Validate a config and print it with every default filled in." in text
     assert "configs/demo.yaml" in text
+
+
+def test_check_help_documents_captions_config_gender_and_json():
+    code, text, _ = invoke("check", "--help")
+    assert code == 0
+    for option in ("--caption", "--config", "--gender", "--granularity", "--json"):
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
+    assert "repeatable" in text and "as a run would judge them" in text
 
 
 @pytest.mark.parametrize(

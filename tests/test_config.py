@@ -34,7 +34,15 @@ def test_empty_and_missing_config_give_the_documented_defaults():
         assert config.sources == []
         assert (config.segment.min_s, config.segment.max_s, config.segment.merge_gap_s) == (3.0, 30.0, 1.5)
         assert config.caption.acoustic.views == 3 and config.caption.acoustic.global_view is True
-        assert config.verify.rules.checks[0] == "no_quotes" and len(config.verify.rules.checks) == 7
+        assert config.verify.rules.checks[0] == "no_quotes" and len(config.verify.rules.checks) == 11
+        assert config.verify.rules.checks[-4:] == [
+            "measured_gender",
+            "measured_pitch",
+            "measured_rate",
+            "measured_loudness",
+        ]
+        assert config.measure.bins.articulation_rate_sps == (3.5, 5.5)
+        assert config.measure.gender.min_confidence == 0.9
         assert config.write.rows_per_shard == 1000 and config.write.fsync is False
 
 
@@ -67,7 +75,10 @@ def test_unknown_top_level_key_is_one_line_naming_it():
     [
         ({"segment": {"min_sec": 3}}, "segment.min_sec"),
         ({"caption": {"acoustic": {"vews": 2}}}, "caption.acoustic.vews"),
-        ({"caption": {"acoustic": {"bins": {"loudness": [1, 2]}}}}, "caption.acoustic.bins.loudness"),
+        ({"caption": {"acoustic": {"bins": {}}}}, "caption.acoustic.bins"),  # bins moved to measure
+        ({"measure": {"bins": {"loudness": [1, 2]}}}, "measure.bins.loudness"),
+        ({"measure": {"gender": {"f0_hz": 200}}}, "measure.gender.f0_hz"),
+        ({"verify": {"rules": {"measured": {"margin": 1}}}}, "verify.rules.measured.margin"),
         ({"verify": {"rules": {"fine_length": {"min_chars": 3, "max": 9}}}}, "verify.rules.fine_length.max"),
         ({"sources": ["a", {"path": "b", "spk": "x"}]}, "sources.1.spk"),
         ({"ray": {"cpu_stages": {"gpus": 1}}}, "ray.cpu_stages.gpus"),
@@ -88,6 +99,8 @@ def test_unknown_nested_key_names_its_dotted_path(data, key):
         ({"caption": {"acoustic": {"views": 0}}}, "caption.acoustic.views"),
         ({"caption": {"backend": "llm"}}, "caption.backend"),
         ({"verify": {"rules": {"checks": ["no_quotes", "no_emoji"]}}}, "verify.rules.checks.1"),
+        ({"measure": {"bins": {"alpha_ratio_db": [-5, -20]}}}, "measure.bins"),
+        ({"measure": {"gender": {"min_confidence": 0.2}}}, "measure.gender.min_confidence"),
         ({"sources": [{"speaker": "x"}]}, "sources.0.path"),
     ],
 )
@@ -172,7 +185,11 @@ def test_processing_hash_ignores_sources_ray_and_fsync():
         {"caption": {"acoustic": {"views": 4}}},
         {"caption": {"acoustic": {"seed": 1}}},
         {"segment": {"max_s": 20.0}},
+        {"measure": {"bins": {"articulation_rate_sps": [3.0, 6.0]}}},
+        {"measure": {"gender": {"min_confidence": 0.99}}},
+        {"measure": {"acoustics": {"pitch_ceiling_hz": 500.0}}},
         {"verify": {"rules": {"checks": ["no_quotes"]}}},
+        {"verify": {"rules": {"measured": {"rate_margin_sps": 0.5}}}},
         {"write": {"rows_per_shard": 10}},
     ],
 )

@@ -8,8 +8,10 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
-from tag_accuracy import tag_accuracy
+from tag_accuracy import GAIN_PAIR, tag_accuracy
 
+from annotate.measure import MEASUREMENT_NAMES
+from annotate.tags import TAG_NAMES
 from pipeline.contract import CONTRACT_VERSION, SHARD_SCHEMA, contract_of
 from tests.conftest import EXAMPLES
 
@@ -71,7 +73,7 @@ def test_hf_datasets_decodes_the_audio_column(demo_run):
         assert abs(samples.data.shape[-1] / 16000 - example["duration_s"]) < 0.002
     else:
         assert decoded["sampling_rate"] == 16000
-    assert example["captions"][0]["verdict"]["verifier"] == "rules/1"
+    assert example["captions"][0]["verdict"]["verifier"] == "rules/2"
     assert example["tags"]["phonation"] in {"modal", "whispered"}
 
 
@@ -88,12 +90,26 @@ def test_captions_carry_provenance_and_every_acoustic_caption_passes(demo_run):
 
 def test_tags_are_true_to_the_generating_parameters(demo_run):
     scores = tag_accuracy(demo_run.out, EXAMPLES / "labels.csv")
-    # The contrasts the captions must get right: every clip of each contrast set.
-    for attribute in ("pitch", "phonation", "loudness"):
+    # The contrasts the captions must get right: every clip of each contrast set. espeak's -a is
+    # recording gain, not effort: its -a 40 and -a 190 clips must get the same loudness tag.
+    for attribute in ("pitch", "phonation", "gender", GAIN_PAIR):
         assert scores[attribute]["correct"] == scores[attribute]["total"], scores[attribute]["misses"]
+    assert scores[GAIN_PAIR]["total"] == 4
     assert scores["speaking_rate"]["correct"] >= 0.9 * scores["speaking_rate"]["total"]
     rate_misses = {(want, got) for _, want, got in scores["speaking_rate"]["misses"]}
     assert ("slow", "fast") not in rate_misses and ("fast", "slow") not in rate_misses
+
+
+def test_every_tag_is_stored_with_the_numbers_behind_it(demo_run):
+    """The measure stage's columns reach the shards; the manifest's gender is used, not estimated."""
+    table = pq.read_table(demo_run.out / "shards")
+    assert set(MEASUREMENT_NAMES) <= set(table.column_names)
+    assert table.schema.field("tags").type.names == list(TAG_NAMES)
+    for row in table.select(["tags", "gender_confidence", "pitch_median_hz", "voiced_ratio"]).to_pylist():
+        assert row["tags"]["gender_source"] == "given" and row["gender_confidence"] == 1.0
+        assert row["tags"]["gender"] in ("female", "male")
+        assert (row["tags"]["pitch"] is None) == (row["pitch_median_hz"] is None)
+        assert (row["tags"]["phonation"] == "whispered") == (row["voiced_ratio"] < 0.25)
 
 
 def test_the_ray_run_and_the_plain_loop_write_the_same_rows(demo_run, tmp_path):

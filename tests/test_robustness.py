@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from pipeline.rundir import listed_shards
 from tests.conftest import EXAMPLES, REPO, SENTENCES, speak
 
 STYLECAPS = str(REPO / ".venv" / "bin" / "stylecaps")
@@ -89,6 +90,7 @@ def test_bad_inputs_end_in_shards_or_failures_and_the_summary_reconciles(tmp_pat
     result = run_cli("annotate", "--config", DEMO_CONFIG, "--input", str(tmp_path / "in"),
                      "--input", str(inputs["ok_flac"]), "--out", str(out), "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # Ray's own console output goes to the run's log
     assert "inputs" in result.stdout and "audio seconds per wall second" in result.stdout
 
     rows = pq.read_table(out / "sources.parquet").to_pylist()
@@ -97,7 +99,7 @@ def test_bad_inputs_end_in_shards_or_failures_and_the_summary_reconciles(tmp_pat
     listed = len(inputs) + 1
     assert len(rows) == listed  # every listing accounted for exactly once
     outcomes = {r["outcome"] for r in rows}
-    assert outcomes <= {"segmented", "no_speech", "failed"}
+    assert outcomes <= {"segmented", "no_speech", "speech_too_short", "failed"}
     manifest = json.loads((out / "manifest.json").read_text())
     totals = manifest["totals"]
     assert totals["inputs"] == listed == sum(totals["outcomes"].values())
@@ -142,7 +144,8 @@ def test_bad_inputs_end_in_shards_or_failures_and_the_summary_reconciles(tmp_pat
 
 
 def _segment_ids(run: Path) -> list[str]:
-    return pq.read_table(run / "shards", columns=["segment_id"]).column("segment_id").to_pylist()
+    """The committed segment ids in shard order (read through the manifest, as every reader must)."""
+    return [i for shard in listed_shards(run) for i in pq.read_table(shard)["segment_id"].to_pylist()]
 
 
 def _commits(run: Path) -> int:
@@ -194,3 +197,55 @@ def test_a_killed_run_resumes_to_the_same_segments_without_duplicates(demo_run, 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "51 inputs were already done" in again.stdout
     assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]
+
+
+def _open_inputs(run: Path) -> int:
+    try:
+        return json.loads((run / "manifest.json").read_text())["totals"].get("open_inputs", 0)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_a_run_killed_inside_a_long_source_resumes_after_its_last_committed_segment(tmp_path):
+    speech, rate = _speech(tmp_path)
+    long_file = tmp_path / "ten_minutes.flac"
+    _long_file(long_file, speech, rate, minutes=10)
+    config = tmp_path / "small_shards.yaml"
+    config.write_text(Path(DEMO_CONFIG).read_text().replace("rows_per_shard: 20", "rows_per_shard: 5"))
+    uninterrupted = tmp_path / "whole"
+    whole = run_cli("annotate", "-c", str(config), "--executor", "local", "-q", "--input", str(long_file),
+                    "--out", str(uninterrupted))  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "run"
+    command = [STYLECAPS, "annotate", "--config", str(config), "--input", str(long_file),
+               "--out", str(out), "--quiet"]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while _commits(out) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, "the run ended before it could be interrupted"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert _open_inputs(out) == 1  # killed inside the one source, with part of it committed
+    [progress] = pq.read_table(out / json.loads((out / "manifest.json").read_text())["commits"][-1]["journal"]
+                               ["open"]["path"]).to_pylist()  # fmt: skip
+    committed = _segment_ids(out)
+    assert progress["segments"] == len(committed) >= 10
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ids = _segment_ids(out)
+    assert ids[: len(committed)] == committed  # nothing committed was rewritten
+    assert ids == _segment_ids(uninterrupted)  # and nothing is missing or repeated
+    [ledger] = pq.read_table(out / "sources.parquet").to_pylist()
+    assert ledger["segments"] == len(ids) and ledger["outcome"] == "segmented"
+    assert all(entry["rows"] <= 5 for entry in json.loads((out / "manifest.json").read_text())["shards"])
+    checked = run_cli("verify-run", str(out))
+    assert checked.returncode == 0, checked.stdout

@@ -1,5 +1,6 @@
 """The rules verifier: every check fails on a crafted caption with a reason, passes on a clean one;
-its config; and the acoustic captioner's whole phrase bank against it."""
+its config; and the acoustic captioner's whole phrase bank against it, with measurements that agree
+with the tags (the measured_* rules have their own tests in test_measured_rules.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from annotate.captioner import AcousticCaptioner, AcousticCaptionerConfig
-from annotate.tags import StyleTags
+from annotate.tags import StyleTags, TagBins
 from verify.rules import ALL_CHECKS, VERIFIER, RulesVerifier, RulesVerifierConfig
+
+TEXT_CHECKS = [check for check in ALL_CHECKS if not check.startswith("measured_")]
 
 CLEAN_FINE = (
     "The speaker has a low, deep voice and talks at a slow, deliberate pace. The intonation rises and "
@@ -45,7 +48,7 @@ def test_clean_captions_pass_every_check(verifier):
     for caption in (fine(CLEAN_FINE), {"text": CLEAN_GLOBAL, "granularity": "global"}):
         verdict = verifier.verdict(caption, TRANSCRIPT)
         assert verdict == {"passed": True, "failed_checks": [], "reasons": [], "verifier": VERIFIER}
-    assert VERIFIER == "rules/1"
+    assert VERIFIER == "rules/2"
 
 
 @pytest.mark.parametrize(
@@ -207,11 +210,11 @@ def test_line_breaks_fail_no_newlines(verifier, brk):
 def test_failed_checks_are_reported_in_check_order(verifier):
     text = 'Two speakers say "hello" over background noise, without pauses.\nShort.'
     verdict = verifier.verdict(fine(text), "they say hello over there")
-    assert verdict["failed_checks"] == list(ALL_CHECKS)
+    assert verdict["failed_checks"] == TEXT_CHECKS  # no measurements: the measured_* checks pass
     assert len(verdict["reasons"]) == 7
     assert verdict["reasons"][1] == "repeats the transcript: say hello over"
     assert verdict["reasons"][2] == "background or recording words: background, noise"
-    assert verdict["passed"] is False and verdict["verifier"] == "rules/1"
+    assert verdict["passed"] is False and verdict["verifier"] == "rules/2"
 
 
 def test_checks_subset_disables_the_others():
@@ -269,16 +272,40 @@ def test_call_fills_the_verdict_of_every_caption_with_the_row_transcript(verifie
 
 # --- the phrase bank against the verifier ------------------------------------------------------------
 
+GENDER = ("female", "male", "unknown")
 PITCH = (None, "low", "medium", "high")
 VARIATION = (None, "monotone", "moderate", "expressive")
 RATE = (None, "slow", "measured", "fast")
 LOUDNESS = (None, "soft", "moderate", "loud")
 PHONATION = ("modal", "whispered")
+BINS = TagBins()
 
 
 def every_tag_combination():
-    for combo in itertools.product(PITCH, VARIATION, RATE, LOUDNESS, PHONATION):
-        yield StyleTags(*combo)
+    for gender, *combo in itertools.product(GENDER, PITCH, VARIATION, RATE, LOUDNESS, PHONATION):
+        yield StyleTags(gender, "estimated", *combo)
+
+
+def inside(level: str | None, bounds: tuple[float, float], levels: tuple[str, str, str]) -> float | None:
+    """A number in the middle of the level's bin (the edges' mean for the middle bin)."""
+    if level is None:
+        return None
+    low, high = bounds
+    return {levels[0]: low - 1.0, levels[1]: (low + high) / 2, levels[2]: high + 1.0}[level]
+
+
+def measurements(tags: StyleTags) -> dict:
+    """Row columns that the measure stage would have tagged this way."""
+    pitch_hz = BINS.pitch_hz(tags.gender)
+    return {
+        "tags": tags.as_row(),
+        "gender_confidence": 0.5 if tags.gender == "unknown" else 0.99,
+        "pitch_median_hz": inside(tags.pitch, pitch_hz, ("low", "medium", "high")),
+        "articulation_rate_sps": inside(
+            tags.speaking_rate, BINS.articulation_rate_sps, ("slow", "measured", "fast")
+        ),
+        "alpha_ratio_db": inside(tags.loudness, BINS.alpha_ratio_db, ("soft", "moderate", "loud")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -286,14 +313,14 @@ def all_verdicts(verifier):
     """(tags, text, verdict) for every tag combination: 5 fine views (seeds 0..4) and the global one."""
     captioner = AcousticCaptioner(AcousticCaptionerConfig(views=5, seed=0))
     return [
-        (tags, caption["text"], verifier.verdict(caption, TRANSCRIPT))
+        (tags, caption["text"], verifier.verdict(caption, TRANSCRIPT, measurements(tags)))
         for tags in every_tag_combination()
         for caption in captioner.captions("0123456789abcdef_000001000_000009000", tags)
     ]
 
 
 def test_phrase_bank_passes_every_content_check(all_verdicts):
-    assert len(all_verdicts) == 4 * 4 * 4 * 4 * 2 * 6
+    assert len(all_verdicts) == 3 * 4 * 4 * 4 * 4 * 2 * 6
     failures = [
         (tags, text, verdict["reasons"])
         for tags, text, verdict in all_verdicts

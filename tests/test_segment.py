@@ -255,8 +255,9 @@ def segmenter():
 
 def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, segmenter):
     path, intervals = spoken_file
-    rows = list(segmenter.stream({"input_path": str(path), "speaker": "alice"}))
+    *rows, end = segmenter.stream({"input_path": str(path), "speaker": "alice"})
     assert len(rows) == len(SENTENCE_TEXTS)
+    assert end["status"] == "end" and end["outcome"] == "segmented" and end["segment_id"] is None
     tolerance = s(0.1)  # VAD onsets may trail the first faint sample a little
     source_id = content_id(path)
     for row, (first, last) in zip(rows, intervals, strict=True):
@@ -268,7 +269,6 @@ def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, seg
         assert row["status"] == "ok"
         assert row["speaker"] == "alice" and row["input_path"] == str(path)
         assert row["source_id"] == source_id
-        assert row["source_segments"] == len(rows)
         assert row["segment_id"] == segment_id(source_id, Span(start, end))
         assert row["audio"]["path"] == f"{row['segment_id']}.flac"
         assert row["duration_s"] == pytest.approx(row["end_s"] - row["start_s"])
@@ -278,6 +278,14 @@ def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, seg
         np.testing.assert_allclose(wave, read_mono_16k(path)[start:end], atol=1 / 32768)
     assert rows[0]["source_duration_s"] == pytest.approx(sf.info(str(path)).duration)
     assert rows[0]["dropped_speech_s"] == 0
+
+
+def test_a_resumed_source_yields_only_the_segments_after_its_last_committed_one(spoken_file, segmenter):
+    path, _ = spoken_file
+    *everything, _ = segmenter.stream({"input_path": str(path)})
+    resumed = list(segmenter.stream({"input_path": str(path), "resume_after_s": everything[0]["start_s"]}))
+    assert [row["segment_id"] for row in resumed[:-1]] == [row["segment_id"] for row in everything[1:]]
+    assert resumed[-1]["status"] == "end" and resumed[-1]["outcome"] == "segmented"
 
 
 def test_silence_and_low_noise_give_one_no_speech_row(tmp_path, segmenter):
@@ -290,24 +298,25 @@ def test_silence_and_low_noise_give_one_no_speech_row(tmp_path, segmenter):
         rows = segmenter([{"input_path": str(path)}])
         assert len(rows) == 1
         row = rows[0]
-        assert row["status"] == "no_speech"
-        assert row["source_segments"] == 0 and row["dropped_speech_s"] == 0
+        assert row["status"] == "end" and row["outcome"] == "no_speech"
+        assert row["dropped_speech_s"] == 0
         assert row["source_id"] == content_id(path)
-        assert "segment_id" not in row and "audio" not in row
+        assert row["segment_id"] is None and row["audio"] is None
         assert row["source_duration_s"] == pytest.approx(6.0, abs=1e-3)
 
 
-def test_a_lone_short_word_is_no_speech_with_its_speech_counted_as_dropped(tmp_path, segmenter):
+def test_a_lone_short_word_is_speech_too_short_with_its_speech_counted_as_dropped(tmp_path, segmenter):
     word = read_mono_16k(speak(tmp_path / "yes.wav", "Yes."))
     path = tmp_path / "short.wav"
     sf.write(path, np.concatenate([np.zeros(s(2)), word, np.zeros(s(3))]), SR, subtype="PCM_16")
     [row] = segmenter.stream({"input_path": str(path)})
-    assert row["status"] == "no_speech"
+    assert row["status"] == "end" and row["outcome"] == "speech_too_short"
     assert 0.1 < row["dropped_speech_s"] < 2.0
 
 
 def test_a_source_id_from_the_manifest_names_the_segments(tmp_path):
     path = speak(tmp_path / "s.wav", "The library opens at nine every weekday morning, rain or shine.")
     segmenter = SileroSegmenter(SegmenterConfig(min_s=1.0, max_s=30.0))
-    [row] = segmenter.stream({"input_path": str(path), "source_id": "take-7"})
+    row, end = segmenter.stream({"input_path": str(path), "source_id": "take-7"})
     assert row["source_id"] == "take-7" and row["segment_id"].startswith("take-7_")
+    assert end["source_id"] == "take-7" and end["status"] == "end"

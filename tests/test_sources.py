@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -230,3 +235,173 @@ def test_a_source_spec_gender_applies_where_the_manifest_gives_none(tmp_path):
     manifest.write_text("path,gender\none.wav,m\ntwo.wav,\n")
     rows = list_sources([SourceSpec(path=str(manifest), gender="female")])
     assert [row["gender"] for row in rows] == ["male", "female"]
+
+
+def test_a_csv_row_with_an_unquoted_comma_is_an_error_naming_file_and_line(tmp_path):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,speaker,transcript\n"
+        'one.wav,ann,"Hello, world."\n'  # quoted: fine
+        "one.wav,bob,Hello, world.\n"  # unquoted: one field too many
+    )
+    with pytest.raises(SourceError, match=r"m\.csv:3: 4 fields where the header has 3 \(quote a value"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+def test_a_csv_row_with_too_few_fields_is_an_error_too(tmp_path):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,speaker,transcript\none.wav,ann\n")
+    with pytest.raises(SourceError, match=r"m\.csv:2: 2 fields where the header has 3"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+def test_csv_line_numbers_count_the_lines_of_multiline_quoted_fields(tmp_path):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path,transcript\none.wav,"two\nlines"\n\none.wav,a,b\n')
+    with pytest.raises(SourceError, match=r"m\.csv:5: 3 fields"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+def test_a_csv_with_a_broken_quote_is_an_error_naming_the_file(tmp_path):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path,transcript\none.wav,"an "odd" quote\n')
+    with pytest.raises(SourceError, match=r"m\.csv:\d+: not valid CSV"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "expected"),
+    [
+        ({"path": "one.wav", "speaker": ["a", "b"]}, "speaker", "a string or an integer, not list"),
+        ({"path": "one.wav", "speaker": 1.5}, "speaker", "a string or an integer, not float"),
+        ({"path": "one.wav", "source_id": True}, "source_id", "a string or an integer, not bool"),
+        ({"path": 7}, "path", "a string, not int"),
+        ({"path": "one.wav", "transcript": {"text": "hi"}}, "transcript", "a string, not dict"),
+        ({"path": "one.wav", "gender": 1}, "gender", "a string, not int"),
+    ],
+)
+def test_a_jsonl_value_of_the_wrong_type_names_file_line_and_key(tmp_path, entry, key, expected):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": "one.wav"}) + "\n" + json.dumps(entry) + "\n")
+    with pytest.raises(SourceError, match=rf"m\.jsonl:2: '{key}' must be {expected}"):
+        list_sources([SourceSpec(path=str(manifest))])
+
+
+def test_integer_speaker_and_source_ids_in_jsonl_become_their_decimal_text(tmp_path):
+    touch(tmp_path / "one.wav")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": "one.wav", "speaker": 12, "source_id": 7}) + "\n")
+    [row] = list_sources([SourceSpec(path=str(manifest))])
+    assert (row["speaker"], row["source_id"]) == ("12", "7")
+
+
+def _special_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "fifo": folder / "fifo.wav",
+        "dangling": folder / "dangling.wav",
+        "loop": folder / "loop.wav",
+        "socket": folder / "socket.wav",
+        "folder": folder / "folder.wav",
+    }
+    os.mkfifo(paths["fifo"])
+    paths["dangling"].symlink_to(folder / "gone.wav")
+    paths["loop"].symlink_to(paths["loop"])
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(paths["socket"]))
+    server.close()
+    paths["folder"].mkdir()
+    return paths
+
+
+EXPECTED_FAILURES = {
+    "fifo": ("NotARegularFile", "is a FIFO (named pipe)"),
+    "dangling": ("BrokenLink", "is a symbolic link to"),
+    "loop": ("SymlinkLoop", "is a loop of symbolic links"),
+    "socket": ("NotARegularFile", "is a socket"),
+    "folder": ("NotARegularFile", "is a folder"),
+}
+
+
+def test_manifest_entries_that_are_not_readable_regular_files_become_failed_rows_without_blocking(tmp_path):
+    paths = _special_files(tmp_path / "odd")
+    touch(tmp_path / "odd" / "good.wav")
+    manifest = tmp_path / "m.jsonl"
+    names = ["good.wav", *(p.name for p in paths.values()), "missing.wav"]
+    manifest.write_text("".join(json.dumps({"path": f"odd/{name}"}) + "\n" for name in names))
+    rows = {Path(row["source_path"]).name: row for row in list_sources([SourceSpec(path=str(manifest))])}
+    assert "status" not in rows["good.wav"]
+    expected = {**EXPECTED_FAILURES, "missing": ("FileNotFound", "does not exist")}
+    for kind, (error_type, message) in expected.items():
+        row = rows[f"{kind}.wav"]
+        assert row["status"] == "failed" and row["error_stage"] == "ingest", kind
+        assert row["error_type"] == error_type and message in row["error_message"], kind
+
+
+def test_audio_named_entries_of_a_folder_that_are_not_regular_files_become_failed_rows(tmp_path):
+    paths = _special_files(tmp_path / "tree" / "sub")
+    touch(tmp_path / "tree" / "good.wav")
+    touch(paths["folder"] / "inside.flac")  # a folder named *.wav is searched, not failed
+    listed = list_sources([SourceSpec(path=str(tmp_path / "tree"))])
+    rows = {Path(row["source_path"]).name: row for row in listed}
+    assert "status" not in rows["good.wav"] and "status" not in rows["inside.flac"]
+    for kind in ("fifo", "dangling", "loop", "socket"):
+        assert rows[f"{kind}.wav"]["error_type"] == EXPECTED_FAILURES[kind][0], kind
+    assert "folder.wav" not in rows
+
+
+def test_a_folder_linked_into_itself_is_searched_once(tmp_path):
+    touch(tmp_path / "tree" / "a.wav")
+    (tmp_path / "tree" / "again").symlink_to(tmp_path / "tree")
+    rows = list_sources([SourceSpec(path=str(tmp_path / "tree"))])
+    assert [Path(row["input_path"]).name for row in rows] == ["a.wav"]
+
+
+@pytest.fixture
+def public_folder():
+    """A folder every user may enter (pytest's own temporary folders are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="stylecaps-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def as_nobody(function):
+    """Run `function()` in a forked child as user 'nobody' (root reads everything); return its JSON."""
+    nobody = pwd.getpwnam("nobody")
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(writer, json.dumps(function()).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        output = pipe.read()
+    os.waitpid(child, 0)
+    return json.loads(output)
+
+
+def test_a_file_the_user_cannot_read_is_a_permission_denied_row(public_folder):
+    locked = public_folder / "locked.wav"
+    locked.write_bytes(b"RIFF")
+    locked.chmod(0o000)
+    [row] = as_nobody(lambda: list_sources([SourceSpec(path=str(locked))]))
+    assert row["error_type"] == "PermissionDenied" and "not readable" in row["error_message"]
+
+
+def test_a_file_in_a_folder_the_user_cannot_enter_is_a_permission_denied_row(public_folder):
+    closed = public_folder / "closed"
+    closed.mkdir(mode=0o700)
+    (closed / "inside.wav").write_bytes(b"RIFF")
+    [row] = as_nobody(lambda: list_sources([SourceSpec(path=str(closed / "inside.wav"))]))
+    assert row["error_type"] == "PermissionDenied" and "permission denied on a folder" in row["error_message"]

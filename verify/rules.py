@@ -1,4 +1,5 @@
-"""The rules verifier: the FCaps checklist as deterministic rules with stable ids.
+"""The rules verifier: the FCaps checklist as deterministic rules with stable ids, and the
+`measured_*` rules that hold a caption against the segment's measurements (verify/measured.py).
 
 Each caption gets a verdict {passed, failed_checks, reasons, verifier}. A rejected caption stays
 in the shard with its verdict; nothing is dropped here.
@@ -13,9 +14,21 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from annotate.base import Row, StrictConfig
+from annotate.tags import TagBins
+from verify.measured import MeasuredChecks, MeasuredChecksConfig
 
 CheckId = Literal[
-    "no_quotes", "no_transcript", "no_background", "no_absence", "single_speaker", "length", "no_newlines"
+    "no_quotes",
+    "no_transcript",
+    "no_background",
+    "no_absence",
+    "single_speaker",
+    "length",
+    "no_newlines",
+    "measured_gender",
+    "measured_pitch",
+    "measured_rate",
+    "measured_loudness",
 ]
 ALL_CHECKS: tuple[CheckId, ...] = (
     "no_quotes",
@@ -25,8 +38,12 @@ ALL_CHECKS: tuple[CheckId, ...] = (
     "single_speaker",
     "length",
     "no_newlines",
+    "measured_gender",
+    "measured_pitch",
+    "measured_rate",
+    "measured_loudness",
 )
-VERIFIER = "rules/1"
+VERIFIER = "rules/2"  # 2: the measured_* checks
 
 BACKGROUND_TERMS = (
     "background",
@@ -230,6 +247,7 @@ class RulesVerifierConfig(StrictConfig):
     )
     extra_background_terms: list[str] = Field(default_factory=list)
     extra_multi_speaker_terms: list[str] = Field(default_factory=list)
+    measured: MeasuredChecksConfig = MeasuredChecksConfig()
 
 
 def _term_pattern(terms: tuple[str, ...] | list[str]) -> re.Pattern[str]:
@@ -245,32 +263,48 @@ def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+Check = Callable[[dict[str, Any], str | None, Row], str | None]
+
+
 class RulesVerifier:
     name: ClassVar[str] = "verify"
 
-    def __init__(self, config: RulesVerifierConfig) -> None:
+    def __init__(self, config: RulesVerifierConfig, bins: TagBins | None = None) -> None:
+        """`bins`: the measure stage's tag bins, which the measured_* rules judge margins against."""
         self.config = config
+        measured = MeasuredChecks(config.measured, bins or TagBins())
         self._background = _term_pattern(BACKGROUND_TERMS + tuple(config.extra_background_terms))
         self._multi = _term_pattern(MULTI_SPEAKER_TERMS + tuple(config.extra_multi_speaker_terms))
         self._absence = re.compile("|".join(ABSENCE_PATTERNS), re.IGNORECASE)
         self._quote = re.compile(QUOTE_PATTERN)
-        self._checks: dict[CheckId, Callable[[dict[str, Any], str | None], str | None]] = {
-            "no_quotes": self._no_quotes,
-            "no_transcript": self._no_transcript,
-            "no_background": lambda c, _: self._found(self._background, c["text"], "background or recording"),
-            "no_absence": lambda c, _: self._found(self._absence, c["text"], "absence (negation)"),
-            "single_speaker": lambda c, _: self._found(self._multi, c["text"], "multiple-speaker"),
-            "length": self._length,
-            "no_newlines": lambda c, _: "contains a line break" if re.search(r"[\r\n]", c["text"]) else None,
+        self._checks: dict[CheckId, Check] = {
+            "no_quotes": lambda c, t, r: self._no_quotes(c),
+            "no_transcript": lambda c, t, r: self._no_transcript(c, t),
+            "no_background": lambda c, t, r: self._found(
+                self._background, c["text"], "background or recording"
+            ),
+            "no_absence": lambda c, t, r: self._found(self._absence, c["text"], "absence (negation)"),
+            "single_speaker": lambda c, t, r: self._found(self._multi, c["text"], "multiple-speaker"),
+            "length": lambda c, t, r: self._length(c),
+            "no_newlines": lambda c, t, r: (
+                "contains a line break" if re.search(r"[\r\n]", c["text"]) else None
+            ),
+            "measured_gender": lambda c, t, r: measured.gender(c["text"], r),
+            "measured_pitch": lambda c, t, r: measured.pitch(c["text"], r),
+            "measured_rate": lambda c, t, r: measured.rate(c["text"], r),
+            "measured_loudness": lambda c, t, r: measured.loudness(c["text"], r),
         }
 
     def setup(self) -> None:
         """Rules need no model."""
 
-    def verdict(self, caption: dict[str, Any], transcript: str | None = None) -> dict[str, Any]:
+    def verdict(
+        self, caption: dict[str, Any], transcript: str | None = None, measurements: Row | None = None
+    ) -> dict[str, Any]:
+        """`measurements`: the segment's row (numbers and tags of the measure stage), if any."""
         failed, reasons = [], []
         for check in self.config.checks:
-            reason = self._checks[check](caption, transcript)
+            reason = self._checks[check](caption, transcript, measurements or {})
             if reason is not None:
                 failed.append(check)
                 reasons.append(reason)
@@ -281,7 +315,7 @@ class RulesVerifier:
             {
                 **row,
                 "captions": [
-                    {**caption, "verdict": self.verdict(caption, row.get("transcript"))}
+                    {**caption, "verdict": self.verdict(caption, row.get("transcript"), row)}
                     for caption in row["captions"]
                 ],
             }
@@ -293,7 +327,7 @@ class RulesVerifier:
         hits = sorted({m.group(0).lower() for m in pattern.finditer(text)})
         return f"{what} words: {', '.join(hits)}" if hits else None
 
-    def _no_quotes(self, caption: dict[str, Any], _: str | None) -> str | None:
+    def _no_quotes(self, caption: dict[str, Any]) -> str | None:
         return "contains quotation marks" if self._quote.search(caption["text"]) else None
 
     def _no_transcript(self, caption: dict[str, Any], transcript: str | None) -> str | None:
@@ -309,7 +343,7 @@ class RulesVerifier:
             return None
         return "repeats the transcript: " + "; ".join(" ".join(gram) for gram in sorted(shared)[:3])
 
-    def _length(self, caption: dict[str, Any], _: str | None) -> str | None:
+    def _length(self, caption: dict[str, Any]) -> str | None:
         bounds = self.config.global_length if caption["granularity"] == "global" else self.config.fine_length
         size = len(caption["text"])
         if size < bounds.min_chars:

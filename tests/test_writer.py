@@ -1,0 +1,178 @@
+"""The shard writer and run directory, fed synthetic stream rows: per-segment commits, shard sizes,
+resuming inside a long source, replays, duplicates, hidden temporaries and leftovers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from annotate.audio import encode_flac
+from pipeline.config import WriteConfig
+from pipeline.contract import stream_table
+from pipeline.rundir import RunDirectory, RunDirError, listed_shards
+from pipeline.writer import ShardWriter
+
+FLAC = encode_flac(np.zeros(1600, dtype=np.float32))
+
+
+def segment(source: str, index: int, status: str = "ok", source_id: str | None = None) -> dict:
+    sid = source_id or f"id-{source}"
+    row = {
+        "input_path": f"/in/{source}.wav",
+        "source_path": f"{source}.wav",
+        "source_id": sid,
+        "status": status,
+        "segment_id": f"{sid}_{index:09d}",
+        "start_s": float(index),
+        "end_s": index + 0.9,
+        "duration_s": 0.9,
+        "audio": {"bytes": FLAC, "path": "x.flac"} if status == "ok" else None,
+        "captions": [],
+    }
+    if status == "failed":
+        row |= {"error_stage": "caption", "error_type": "ValueError", "error_message": "bad"}
+    return row
+
+
+def end(source: str, outcome: str = "segmented", source_id: str | None = None) -> dict:
+    return {
+        "input_path": f"/in/{source}.wav",
+        "source_path": f"{source}.wav",
+        "source_id": source_id or f"id-{source}",
+        "status": "end",
+        "outcome": outcome,
+        "source_duration_s": 60.0,
+        "dropped_speech_s": 0.0,
+    }
+
+
+def open_run(root, rows_per_shard: int = 10, row_group_rows: int = 4) -> tuple[RunDirectory, ShardWriter]:
+    run = RunDirectory.open(root, "hash", {"config": 1})
+    return run, ShardWriter(run, WriteConfig(rows_per_shard=rows_per_shard, row_group_rows=row_group_rows))
+
+
+def shard_ids(root) -> list[str]:
+    return [i for path in listed_shards(root) for i in pq.read_table(path)["segment_id"].to_pylist()]
+
+
+def test_a_long_source_is_committed_in_parts_of_rows_per_shard(tmp_path):
+    run, writer = open_run(tmp_path)
+    rows = [segment("long", i) for i in range(25)]
+    for start in range(0, 25, 7):  # batches that do not align with shards
+        writer.add(stream_table(rows[start : start + 7]))
+    assert [c.shard["rows"] for c in run.commits] == [10, 10]  # committed before the source ended
+    assert run.open_sources().to_pylist()[0]["last_start_s"] == 19.0
+    writer.add(stream_table([end("long")]))
+    writer.close(fed={"/in/long.wav"})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["shards"]] == [10, 10, 5]
+    assert manifest["complete"] is True and manifest["totals"]["segments"] == 25
+    assert shard_ids(tmp_path) == [f"id-long_{i:09d}" for i in range(25)]
+    first = pq.ParquetFile(listed_shards(tmp_path)[0])
+    assert [first.metadata.row_group(i).num_rows for i in range(first.num_row_groups)] == [4, 4, 2]
+    [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
+    assert ledger["outcome"] == "segmented" and ledger["segments"] == 25
+
+
+def test_a_run_killed_inside_a_long_source_resumes_after_its_last_committed_segment(tmp_path):
+    run, writer = open_run(tmp_path)
+    writer.add(stream_table([segment("long", i) for i in range(13)] + [segment("long", 13, "failed")]))
+    assert len(run.commits) == 1  # 10 rows committed, 3 ok + 1 failed still pending: then the kill
+
+    run, writer = open_run(tmp_path)  # the next invocation
+    assert writer.resume_after_s("/in/long.wav") == 9.0
+    assert writer.done_inputs == set()
+    replay = [segment("long", i) for i in range(13)] + [segment("long", 13, "failed")]  # all again
+    writer.add(stream_table([*replay, *[segment("long", i) for i in range(14, 18)], end("long")]))
+    writer.close(fed={"/in/long.wav"})
+    assert shard_ids(tmp_path) == [f"id-long_{i:09d}" for i in range(18) if i != 13]
+    [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
+    assert (ledger["segments"], ledger["failed_segments"]) == (17, 1)
+    assert len(pq.read_table(tmp_path / "failures.parquet")) == 1
+
+
+def test_rows_replayed_within_a_run_are_written_once(tmp_path):
+    _, writer = open_run(tmp_path)
+    rows = [segment("a", i) for i in range(6)]
+    writer.add(stream_table(rows[:4]))
+    writer.add(stream_table(rows))  # a retried task starts the source again
+    writer.add(stream_table([end("a")]))
+    writer.close(fed={"/in/a.wav"})
+    assert shard_ids(tmp_path) == [f"id-a_{i:09d}" for i in range(6)]
+
+
+def test_a_second_input_with_the_same_content_is_a_duplicate_source_and_writes_nothing(tmp_path):
+    _, writer = open_run(tmp_path)
+    writer.add(stream_table([segment("a", 0, source_id="same"), end("a", source_id="same")]))
+    writer.add(stream_table([segment("b", 0, source_id="same"), end("b", source_id="same")]))
+    writer.close(fed={"/in/a.wav", "/in/b.wav"})
+    assert shard_ids(tmp_path) == ["same_000000000"]
+    ledger = {r["source_path"]: r for r in pq.read_table(tmp_path / "sources.parquet").to_pylist()}
+    assert ledger["b.wav"]["outcome"] == "failed" and ledger["b.wav"]["segments"] == 0
+    [failure] = pq.read_table(tmp_path / "failures.parquet").to_pylist()
+    assert failure["error_type"] == "DuplicateSource" and "/in/a.wav" in failure["message"]
+
+
+def test_inputs_without_segments_are_committed_every_rows_per_shard_inputs(tmp_path):
+    run, writer = open_run(tmp_path, rows_per_shard=3)
+    writer.add(stream_table([end(f"silent{i}", "no_speech") for i in range(7)]))
+    assert [len(pq.read_table(tmp_path / c.journal["sources"]["path"])) for c in run.commits] == [3, 3]
+    assert all(c.shard is None for c in run.commits)
+    writer.close(fed={f"/in/silent{i}.wav" for i in range(7)})
+    assert run.totals()["outcomes"] == {"no_speech": 7}
+
+
+def test_a_source_without_its_end_row_is_an_error_at_close(tmp_path):
+    _, writer = open_run(tmp_path)
+    writer.add(stream_table([segment("a", 0)]))
+    with pytest.raises(RuntimeError, match="1 inputs ended without their end row"):
+        writer.close(fed={"/in/a.wav"})
+
+
+def test_an_open_shard_is_a_hidden_temporary_that_folder_readers_skip_and_reopening_removes(tmp_path):
+    run, writer = open_run(tmp_path, rows_per_shard=100, row_group_rows=2)
+    writer.add(stream_table([segment("a", i) for i in range(5)]))  # two row groups on disk, no commit
+    temporaries = sorted(p.name for p in (tmp_path / "shards").iterdir())
+    assert temporaries == [".part-00000.parquet.tmp"]
+    assert pq.read_table(tmp_path / "shards").num_rows == 0  # a folder read sees no uncommitted row
+    (tmp_path / "shards" / "part-00007.parquet").write_bytes(b"unlisted")  # a commit killed mid-way
+    run, _ = open_run(tmp_path)
+    assert list((tmp_path / "shards").iterdir()) == []
+    assert run.listed_files() == set()
+
+
+def test_a_failed_commit_removes_its_temporary_shard(tmp_path, monkeypatch):
+    run, writer = open_run(tmp_path, rows_per_shard=3)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run, "_write_manifest", full_disk)
+    with pytest.raises(OSError):
+        writer.add(stream_table([segment("a", i) for i in range(3)]))
+    assert list((tmp_path / "shards").iterdir()) == []
+    assert list((tmp_path / "journal").iterdir()) == []
+    assert not (tmp_path / "manifest.json").exists() and run.commits == []
+
+
+def test_a_folder_with_foreign_files_is_not_made_a_run(tmp_path):
+    (tmp_path / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(RunDirError, match=r"holds no manifest\.json .*holiday\.jpg"):
+        RunDirectory.open(tmp_path, "hash", {})
+
+
+def test_another_processing_config_is_refused(tmp_path):
+    _, writer = open_run(tmp_path)
+    writer.close(fed=set())
+    with pytest.raises(RunDirError, match="another processing config"):
+        RunDirectory.open(tmp_path, "other-hash", {})
+
+
+def test_the_manifest_totals_include_the_commit_that_wrote_them(tmp_path):
+    _, writer = open_run(tmp_path, rows_per_shard=3)
+    writer.add(stream_table([segment("a", 0), end("a"), segment("b", 0), end("b"), segment("c", 0)]))
+    totals = json.loads((tmp_path / "manifest.json").read_text())["totals"]
+    assert (totals["inputs"], totals["segments"], totals["open_inputs"], totals["rows"]) == (2, 3, 1, 3)
