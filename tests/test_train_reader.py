@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipeline.rundir import listed_shards
 from tests.train_data import write_run
 from train.batches import BatchPlanner, SamplerState, choose_captions, collate, crop, epoch_plans, pad
 from train.perturb import Perturber
@@ -76,16 +77,19 @@ def test_only_passed_captions_of_the_wanted_granularities_are_used(tmp_path):
     run = write_run(tmp_path / "run", sources=2, reject_view=1)
     record = all_records(run)[0]
     assert [(c.granularity, c.view) for c in record.captions] == [("fine", 0), ("fine", 2), ("global", 0)]
-    raw = pq.read_table(run / "shards").column("captions").to_pylist()[0]
+    raw = pq.read_table(listed_shards(run)[0]).column("captions").to_pylist()[0]
     assert len(usable_captions(raw, CaptionPolicy(verified_only=False))) == 4
     assert [c.view for c in usable_captions(raw, CaptionPolicy(granularities=("fine",)))] == [0, 2]
 
 
 def test_tags_and_their_values_come_from_the_shards(synthetic_run):
     shards = ShardSet([synthetic_run])
-    assert shards.tag_names == ("pitch", "pitch_variation", "speaking_rate", "loudness", "phonation")
+    assert shards.tag_names == (
+        "gender", "gender_source", "pitch", "pitch_variation", "speaking_rate", "loudness", "phonation"
+    )
     values = shards.tag_values()
     assert values["pitch"] == ["high", "low", "medium"] and values["phonation"] == ["modal"]
+    assert values["gender"] == ["female", "male"]
 
 
 def test_the_holdout_split_is_by_source_and_stable():
@@ -229,3 +233,12 @@ def test_perturbation_flips_one_known_attribute_only():
     assert perturber.perturb(text, {"pitch": None}, random.Random(0)) is None
     with_gender = Perturber({"gender": {"female": ["female"], "male": ["male"]}}, ("gender",))
     assert with_gender.perturb("A Male speaker.", {"gender": "male"}, random.Random(0)) == "A Female speaker."
+
+
+def test_the_default_lexicon_flips_a_captioners_gender_words_together():
+    from train.config import PerturbConfig
+
+    perturber = Perturber(PerturbConfig().lexicon, ("gender",))
+    text = "A male speaker pitches his voice high for a man."
+    flipped = perturber.perturb(text, {"gender": "male"}, random.Random(0))
+    assert flipped == "A female speaker pitches her voice high for a woman."

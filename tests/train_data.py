@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from annotate.audio import SAMPLE_RATE, encode_flac
+from annotate.base import end_row
 from annotate.captioner import AcousticCaptioner, AcousticCaptionerConfig
 from annotate.tags import StyleTags
 from pipeline.config import WriteConfig
@@ -42,8 +43,10 @@ def write_run(
     captions and a global one worded from its tags; `reject_view` marks that fine view as failed."""
     rng = random.Random(seed)
     captioner = AcousticCaptioner(AcousticCaptionerConfig(views=3))
+    out.mkdir(parents=True, exist_ok=True)
     run = RunDirectory.open(out, "test", {}, fsync=False)
     writer = ShardWriter(run, WriteConfig(rows_per_shard=rows_per_shard, row_group_rows=row_group_rows))
+    fed: set[str] = set()
     for s in range(sources):
         source_id = f"src{s:03d}"
         rows: list[dict[str, Any]] = []
@@ -51,7 +54,8 @@ def write_run(
         for k in range(segments_per_source):
             duration = round(rng.uniform(2.0, 7.0), 3)
             pitch = PITCHES[(s + k) % 3]
-            tags = StyleTags(pitch, "moderate", RATES[(s * 2 + k) % 3], "moderate", "modal")
+            gender = "female" if s % 2 else "male"
+            tags = StyleTags(gender, "given", pitch, "moderate", RATES[(s * 2 + k) % 3], "moderate", "modal")
             segment_id = f"{source_id}_{int(start * 1000):09d}_{int((start + duration) * 1000):09d}"
             captions = captioner.captions(segment_id, tags)
             for caption in captions:
@@ -62,12 +66,15 @@ def write_run(
                     "reasons": ["test"] if failed else [],
                     "verifier": "rules/1",
                 }
-            hz = {"low": 100.0, "medium": 160.0, "high": 260.0}[pitch]
+            # Pitch words are relative to the gender's register, as the captioner's are.
+            hz = {
+                "male": {"low": 90.0, "medium": 120.0, "high": 150.0},
+                "female": {"low": 170.0, "medium": 215.0, "high": 270.0},
+            }[gender][pitch]
             rows.append(
                 {
                     "input_path": f"/inputs/{source_id}.flac",
                     "status": "ok",
-                    "source_segments": segments_per_source,
                     "source_duration_s": 100.0,
                     "dropped_speech_s": 0.0,
                     "segment_id": segment_id,
@@ -80,13 +87,16 @@ def write_run(
                     "audio": {"bytes": encode_flac(tone(duration, hz, s * 100 + k)), "path": None},
                     "pitch_median_hz": hz,
                     "tags": tags.as_row(),
-                    "metadata": '{"gender": "%s"}' % ("female" if s % 2 else "male"),
+                    "gender": gender,
                     "captions": captions,
                 }
             )
             start += duration + 1.0
+        source = {key: rows[0][key] for key in ("input_path", "source_id", "source_path")}
+        rows.append(end_row({**source, "source_duration_s": 100.0, "dropped_speech_s": 0.0}, "segmented"))
+        fed.add(source["input_path"])
         writer.add(stream_table(rows))
-    writer.close()
+    writer.close(fed)
     return out
 
 

@@ -97,7 +97,7 @@ class PerturbConfig(StrictConfig):
 
     lexicon: dict[str, dict[str, list[str]]] = Field(
         default={
-            "gender": {"female": ["female", "woman"], "male": ["male", "man"]},
+            "gender": {"female": ["female", "woman", "her"], "male": ["male", "man", "his"]},
             "pitch": {
                 "low": ["low", "low-pitched", "deep"],
                 "medium": ["medium", "mid-pitched", "mid-range"],

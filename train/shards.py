@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contract import CONTRACT_VERSION, contract_of
-from pipeline.rundir import MANIFEST
+from pipeline.rundir import RunDirError, listed_shards
 
 NEEDED_COLUMNS = ("segment_id", "source_id", "speaker", "duration_s", "audio", "tags", "captions")
 _NUMERIC_COLUMNS = ("pitch_median_hz", "pitch_std_st", "articulation_rate_sps", "loudness_lufs")
@@ -133,10 +133,10 @@ class ShardSet:
 
     @staticmethod
     def _listed_shards(run: Path) -> list[Path]:
-        manifest = run / MANIFEST
-        if not manifest.is_file():
-            raise ShardContractError(f"{run} holds no {MANIFEST}: not a stylecaps run directory")
-        return [run / shard["path"] for shard in json.loads(manifest.read_text())["shards"]]
+        try:
+            return listed_shards(run)
+        except RunDirError as error:
+            raise ShardContractError(str(error)) from None
 
     @staticmethod
     def _check(schema: pa.Schema, path: Path) -> None:
