@@ -78,6 +78,8 @@ def stage_workers(result: dict[str, Any]) -> dict[str, float]:
         if "MapWorker" in name:
             for key, value in figures.items():
                 peaks[key] = max(peaks.get(key, 0.0), value)
+    if set(peaks) != {"private_mb", "shared_mb", "hwm_mb"}:
+        raise SystemExit(f"no stage worker's memory was sampled: {json.dumps(result['workers'])}")
     return peaks
 
 
