@@ -1,8 +1,9 @@
 """What every stage class shares: the strict config base, the batch-stage protocol, and the row
 vocabulary (statuses, outcomes, failed and end-of-source rows), defined here and nowhere else.
 
-A stage is a plain object: built from its config, `setup()` loads models once per worker, and
-calling it maps a batch of row dicts to rows (it may emit more or fewer rows than it got). Row keys
+A stage is a plain object: built from its config, `setup()` loads models once per worker, calling it
+maps a batch of row dicts to rows (it may emit more or fewer rows than it got), and `teardown()`
+releases what setup took when the worker shuts down (GPU memory, sessions, files). Row keys
 are the stream columns of `pipeline.contract`; a stage reads the keys it needs and adds its own.
 
 Rows of one source travel in order: its segment rows, by increasing start, then exactly one end row
@@ -67,6 +68,8 @@ class BatchStage(Protocol):
     def setup(self) -> None: ...
 
     def __call__(self, rows: list[Row]) -> list[Row]: ...
+
+    def teardown(self) -> None: ...
 
 
 @runtime_checkable
