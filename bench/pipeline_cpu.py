@@ -49,6 +49,7 @@ from annotate.audio import SAMPLE_RATE
 from pipeline import runner
 from pipeline.config import RunConfig, load_config
 from pipeline.contract import (
+    DROPPED_SCHEMA,
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
@@ -305,6 +306,7 @@ def write_ours(table: pa.Table, root: Path, config: RunConfig, fsync: bool) -> W
             SOURCES_SCHEMA.empty_table(),
             FAILURES_SCHEMA.empty_table(),
             OPEN_SOURCES_SCHEMA.empty_table(),
+            DROPPED_SCHEMA.empty_table(),
             {},
         )
         assert entry.shard is not None
