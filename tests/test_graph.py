@@ -82,6 +82,16 @@ def test_consecutive_stages_with_equal_declarations_share_a_pool():
     ]
 
 
+def test_the_cluster_config_gives_segmentation_an_autoscaling_pool_of_its_own():
+    from pipeline.config import load_config
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "configs" / "cpu-cluster.yaml")
+    groups = group_by_declaration(build_stage_specs(config))
+    assert _names(groups) == [["segment"], ["measure", "caption", "verify"]]
+    assert groups[0][0].resources.concurrency == (1, 8) and groups[1][0].resources.concurrency is None
+
+
 def test_batch_size_defaults_to_one_source_or_a_chunk_of_segments_unless_declared():
     specs = {
         s.name: s for s in build_stage_specs(parse_config({"ray": {"stages": {"verify": {"batch_size": 5}}}}))
