@@ -1,13 +1,16 @@
 """What every stage class shares: the strict config base, the batch-stage protocol, and the row
 vocabulary (statuses, outcomes, failed and end-of-source rows), defined here and nowhere else.
 
-A stage is a plain object: built from its config, `setup()` loads models once per worker, and
-calling it maps a batch of row dicts to rows (it may emit more or fewer rows than it got). Row keys
+A stage is a plain object: built from its config, `setup()` loads models once per worker, calling it
+maps a batch of row dicts to rows (it may emit more or fewer rows than it got), and `teardown()`
+releases what setup took when the worker shuts down (GPU memory, sessions, files). Row keys
 are the stream columns of `pipeline.contract`; a stage reads the keys it needs and adds its own.
 
 Rows of one source travel in order: its segment rows, by increasing start, then exactly one end row
 (status `end`) that carries the source's outcome. A source that fails before it has segments is one
-failed row without a segment id, which is its end row too. Only rows with status `ok` enter a stage.
+failed row without a segment id, which is its end row too. A stage may drop a segment it judges unfit
+(too short, two speakers): the row becomes a dropped row with the reason, accounted for in the run's
+ledger instead of the shards. Only rows with status `ok` enter a stage.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from pydantic import BaseModel, ConfigDict
 Row = dict[str, Any]
 
 # Row statuses: `ok` rows are processed, the others pass through every stage untouched.
-STATUS_OK, STATUS_FAILED, STATUS_END = "ok", "failed", "end"
+STATUS_OK, STATUS_FAILED, STATUS_END, STATUS_DROPPED = "ok", "failed", "end", "dropped"
 # What became of a source (its end row's `outcome`, and the ledger's).
 OUTCOME_SEGMENTED = "segmented"
 OUTCOME_NO_SPEECH = "no_speech"  # no speech detected at all
 OUTCOME_SPEECH_TOO_SHORT = "speech_too_short"  # speech, but no stretch reaches the minimum duration
+OUTCOME_ALL_DROPPED = "all_dropped"  # segments, but a stage dropped every one of them
 OUTCOME_FAILED = "failed"
 
 _MAX_MESSAGE = 2000
@@ -41,6 +45,19 @@ def failed_row(row: Row, stage: str, error: BaseException | str, error_type: str
         "error_stage": stage,
         "error_type": error_type or type(error).__name__,
         "error_message": message,
+    }
+
+
+def dropped_row(row: Row, stage: str, reason: str, score: float | None = None) -> Row:
+    """The segment row dropped at `stage` for `reason` (`too_short`, `speaker_inconsistent`, `overlap`,
+    ...) with the score the decision was made on, if any; its audio is dropped like a failed row's."""
+    return {
+        **row,
+        "status": STATUS_DROPPED,
+        "audio": None,
+        "drop_stage": stage,
+        "drop_reason": reason,
+        "drop_score": score,
     }
 
 
@@ -67,6 +84,8 @@ class BatchStage(Protocol):
     def setup(self) -> None: ...
 
     def __call__(self, rows: list[Row]) -> list[Row]: ...
+
+    def teardown(self) -> None: ...
 
 
 @runtime_checkable

@@ -50,6 +50,9 @@ class AcousticCaptioner:
     def setup(self) -> None:
         """Nothing to load: wording is templates."""
 
+    def teardown(self) -> None:
+        """Nothing to release."""
+
     def captions(self, segment_id: str, tags: StyleTags) -> list[dict[str, Any]]:
         out = []
         for view in range(self.config.views):

@@ -70,6 +70,9 @@ class MeasureStage:
     def setup(self) -> None:
         """Nothing to load: parselmouth and pyloudnorm are plain signal processing."""
 
+    def teardown(self) -> None:
+        """Nothing to release."""
+
     def __call__(self, rows: list[Row]) -> list[Row]:
         return [
             {

@@ -230,6 +230,9 @@ class SileroSegmenter:
     def setup(self) -> None:
         self._scorer = SileroFrameScorer()
 
+    def teardown(self) -> None:
+        self._scorer = None  # the ONNX session goes with its last reference
+
     def plan(self, path: str) -> tuple[SegmentPlan, int]:
         if self._scorer is None:
             self.setup()

@@ -66,6 +66,9 @@ class WhisperTranscriber:
             cpu_threads=self.config.cpu_threads,
         )
 
+    def teardown(self) -> None:
+        self._model = None  # CTranslate2 frees the model's memory with its last reference
+
     def transcribe(self, wave: Any) -> str:
         if self._model is None:
             self.setup()

@@ -34,6 +34,7 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+_IDLE_WORKER = "ray::IDLE"
 _FIELDS = {"VmHWM": "hwm_mb", "RssAnon": "private_mb", "RssShmem": "shared_mb"}
 
 
@@ -77,7 +78,9 @@ class MemoryPeaks(threading.Thread):
 
     def _sample(self) -> None:
         for pid, name in [(os.getpid(), "driver"), *_ray_workers(os.getpid()).items()]:
-            _, peak = self.peaks.setdefault(pid, (name, {}))
+            known, peak = self.peaks.setdefault(pid, (name, {}))
+            if known == _IDLE_WORKER:  # a pooled worker is idle until it becomes an actor: name it by that
+                self.peaks[pid] = (name, peak)
             for key, value in _memory_mb(pid).items():
                 peak[key] = max(peak.get(key, 0.0), value)
 

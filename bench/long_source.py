@@ -78,6 +78,8 @@ def stage_workers(result: dict[str, Any]) -> dict[str, float]:
         if "MapWorker" in name:
             for key, value in figures.items():
                 peaks[key] = max(peaks.get(key, 0.0), value)
+    if set(peaks) != {"private_mb", "shared_mb", "hwm_mb"}:
+        raise SystemExit(f"no stage worker's memory was sampled: {json.dumps(result['workers'])}")
     return peaks
 
 
@@ -138,21 +140,30 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--baseline", default=BASELINE, help="Commit of the 'before' code.")
+    parser.add_argument(
+        "--after",
+        help="Commit of the 'after' code (default: this checkout). Later changes that are not about "
+        "commits (e.g. more measurements per segment) move the throughput ratio; pin them out with this.",
+    )
     parser.add_argument("--hours", type=float, nargs=2, default=[1.0, 4.0])
     parser.add_argument("--minutes", type=float, default=24.0, help="Corpus of the throughput runs.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stylecaps-bench-") as tmp:
         scratch = Path(tmp)
-        baseline = scratch / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline],
-                       cwd=REPO, check=True, capture_output=True)  # fmt: skip
+        code = {"before": scratch / "before", "after": scratch / "after" if args.after else REPO}
+        commits = {"before": args.baseline, "after": args.after}
+        checked_out = [version for version, commit in commits.items() if commit]
         try:
-            code = {"before": baseline, "after": REPO}
+            for version in checked_out:
+                subprocess.run(["git", "worktree", "add", "--detach", str(code[version]), commits[version]],
+                               cwd=REPO, check=True, capture_output=True)  # fmt: skip
             memory = memory_figures(code, scratch, args.hours)
             throughput = throughput_figures(code, scratch, args.minutes)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO, check=False)
+            for version in checked_out:
+                remove = ["git", "worktree", "remove", "--force", str(code[version])]
+                subprocess.run(remove, cwd=REPO, check=False)
     summary = {
         "memory": memory,
         "growth": {version: growth(memory, version, args.hours) for version in ("before", "after")},

@@ -49,6 +49,7 @@ from annotate.audio import SAMPLE_RATE
 from pipeline import runner
 from pipeline.config import RunConfig, load_config
 from pipeline.contract import (
+    DROPPED_SCHEMA,
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
@@ -56,7 +57,7 @@ from pipeline.contract import (
 )
 from pipeline.rundir import RunDirectory
 from pipeline.runner import Executor, RunReport, _init_ray
-from pipeline.stages import StageChain, build_stage_specs, group_by_resources
+from pipeline.stages import StageChain, build_stage_specs, group_by_declaration
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "corpus"
@@ -220,7 +221,7 @@ def warm_driver(config: RunConfig) -> float:
     """Import and set up the stages (and the writer's schema, which imports HF datasets) once in this
     process, so the first run of either executor does not pay one-time imports the other one skips."""
     with stopwatch() as elapsed:
-        for group in group_by_resources(build_stage_specs(config)):
+        for group in group_by_declaration(build_stage_specs(config)):
             StageChain(group)
         shard_schema_with_metadata()
     return elapsed()
@@ -231,7 +232,7 @@ def actor_cold_start(config: RunConfig) -> float:
     what every `annotate(executor="ray")` pays before its first output, at least once."""
     import ray
 
-    group = group_by_resources(build_stage_specs(config))[0]
+    group = group_by_declaration(build_stage_specs(config))[0]
 
     @ray.remote(num_cpus=group[0].resources.num_cpus)
     class Probe:
@@ -305,6 +306,7 @@ def write_ours(table: pa.Table, root: Path, config: RunConfig, fsync: bool) -> W
             SOURCES_SCHEMA.empty_table(),
             FAILURES_SCHEMA.empty_table(),
             OPEN_SOURCES_SCHEMA.empty_table(),
+            DROPPED_SCHEMA.empty_table(),
             {},
         )
         assert entry.shard is not None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
@@ -67,14 +67,50 @@ class WriteConfig(StrictConfig):
     )
 
 
+# Every stage the pipeline can run, in pipeline order: the names `ray.stages` may declare.
+STAGE_NAMES = ("segment", "transcribe", "measure", "caption", "verify")
+
+# Defaults of a stage's batch size when it declares none: what it takes per call.
+SOURCES_PER_BATCH = 1  # a whole source is a lot of audio; one at a time keeps workers' memory flat
+SEGMENTS_PER_BATCH = 32  # a chunk of 32 segments of up to 30 s is about 3-5 MB of FLAC
+
+
+Workers = Annotated[int, Field(gt=0)]
+
+
 class StageResources(StrictConfig):
-    """Ray resources of one worker of a stage group; stages with equal resources share a worker."""
+    """How one stage runs on Ray: the resources of each of its workers, its batch size, its pool.
+
+    Consecutive stages with equal declarations share one actor pool (each worker runs them one
+    after the other on a batch); different declarations run in pools of their own."""
 
     num_cpus: Annotated[float, Field(ge=0)] = 1.0
-    num_gpus: Annotated[float, Field(ge=0)] = 0.0
-    concurrency: Annotated[int, Field(gt=0)] | None = Field(
-        default=None, description="Workers in the pool; default: as many as the cluster's CPUs allow."
+    num_gpus: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="GPUs per worker; a fraction (0.25) lets several workers share a GPU."
     )
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per worker (as given to `ray start --resources`).",
+    )
+    batch_size: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description=f"Rows per call; default {SOURCES_PER_BATCH} for stages that take sources, "
+        f"{SEGMENTS_PER_BATCH} for stages that take segments.",
+    )
+    concurrency: Workers | tuple[Workers, Workers] | None = Field(
+        default=None,
+        description="Workers: an int is a fixed pool, [min, max] an autoscaling one; default: a fixed "
+        "pool as large as the cluster's CPUs (GPUs for a GPU stage) allow.",
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        default=None, description="Ray runtime_env of the workers (env_vars, pip, ...), passed to Ray as is."
+    )
+
+    @model_validator(mode="after")
+    def _pool_range_ordered(self) -> StageResources:
+        if isinstance(self.concurrency, tuple) and self.concurrency[0] > self.concurrency[1]:
+            raise ValueError(f"concurrency [min, max] needs min <= max, got {list(self.concurrency)}")
+        return self
 
 
 class LockConfig(StrictConfig):
@@ -98,10 +134,34 @@ class LockConfig(StrictConfig):
 
 class RayConfig(StrictConfig):
     address: str | None = Field(
-        default=None, description="Existing cluster address; None starts a local one."
+        default=None,
+        description="Existing cluster to join ('auto', or host:port of its head); else the RAY_ADDRESS "
+        "environment variable; else a local cluster is started.",
     )
     num_cpus: Annotated[int, Field(gt=0)] | None = Field(default=None, description="CPUs of a local cluster.")
-    cpu_stages: StageResources = StageResources()
+    default: StageResources = Field(
+        default_factory=StageResources,
+        description="Every stage's declaration unless `stages` says otherwise.",
+    )
+    stages: dict[str, StageResources] = Field(
+        default_factory=dict,
+        description="Per stage name, the keys that differ from `default` (the others are taken from it).",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, stages: dict[str, StageResources]) -> dict[str, StageResources]:
+        unknown = sorted(set(stages) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; the stages are {', '.join(STAGE_NAMES)}")
+        return stages
+
+    def declaration(self, stage: str) -> StageResources:
+        """The stage's declaration: `default`, with the keys the stage's own entry sets."""
+        own = self.stages.get(stage)
+        if own is None:
+            return self.default
+        return self.default.model_copy(update={key: getattr(own, key) for key in own.model_fields_set})
 
 
 class RunConfig(StrictConfig):

@@ -76,6 +76,9 @@ STREAM_SCHEMA = pa.schema(
         pa.field("error_stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),
+        pa.field("drop_stage", pa.string()),  # on dropped rows (annotate.base.dropped_row)
+        pa.field("drop_reason", pa.string()),
+        pa.field("drop_score", pa.float64()),
         pa.field("gender", pa.string()),  # given in a manifest or source spec: female | male | None
         *[f.with_nullable(True) for f in SHARD_SCHEMA],
     ]
@@ -94,16 +97,31 @@ FAILURES_SCHEMA = pa.schema(
     ]
 )
 
+# Segments a stage dropped (too short, two speakers, ...): never shard rows, journaled with the reason.
+DROPPED_SCHEMA = pa.schema(
+    [
+        pa.field("input_path", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("segment_id", pa.string()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("stage", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("score", pa.float64()),  # what the stage decided on, when it has a number
+    ]
+)
+
 # The run's ledger: one row per finished input, what became of it.
 SOURCES_SCHEMA = pa.schema(
     [
         pa.field("input_path", pa.string()),
         pa.field("source_path", pa.string()),
         pa.field("source_id", pa.string()),
-        pa.field("outcome", pa.string()),  # segmented | no_speech | speech_too_short | failed
+        pa.field("outcome", pa.string()),  # segmented | no_speech | speech_too_short | all_dropped | failed
         pa.field("duration_s", pa.float64()),
         pa.field("segments", pa.int64()),
         pa.field("failed_segments", pa.int64()),
+        pa.field("dropped_segments", pa.int64()),
         pa.field("dropped_speech_s", pa.float64()),
     ]
 )
@@ -117,6 +135,7 @@ OPEN_SOURCES_SCHEMA = pa.schema(
         pa.field("last_start_s", pa.float64()),  # the last committed segment row's start
         pa.field("segments", pa.int64()),  # committed ok rows so far
         pa.field("failed_segments", pa.int64()),  # committed failed rows so far
+        pa.field("dropped_segments", pa.int64()),  # committed dropped rows so far (null in older runs)
     ]
 )
 

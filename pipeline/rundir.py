@@ -9,7 +9,8 @@
       journal/00000.sources.parquet    per commit: the inputs finished in it (the ledger)
       journal/00000.failures.parquet   per commit: failed inputs and segments
       journal/00000.open.parquet       per commit: inputs still open, and how far they are committed
-      sources.parquet, failures.parquet  all journals together, written when an invocation finishes
+      journal/00000.dropped.parquet    per commit: segments a stage dropped, with the reason
+      sources.parquet, failures.parquet, dropped.parquet  all journals together, written at the end
       logs/                    one log per invocation (tracebacks of errors)
 
 A shard is written row group by row group to a hidden temporary file (`shards/.part-00000.parquet.tmp`:
@@ -39,7 +40,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline.contract import CONTRACT_VERSION, FAILURES_SCHEMA, OPEN_SOURCES_SCHEMA, SOURCES_SCHEMA
+from pipeline.contract import (
+    CONTRACT_VERSION,
+    DROPPED_SCHEMA,
+    FAILURES_SCHEMA,
+    OPEN_SOURCES_SCHEMA,
+    SOURCES_SCHEMA,
+)
 from pipeline.errors import UsageError
 from pipeline.lock import LOCK_NAME
 
@@ -176,7 +183,7 @@ class ShardFile:
 class Commit:
     index: int
     shard: dict[str, Any] | None  # {path, rows, bytes, sha256}
-    journal: dict[str, dict[str, Any]]  # kind (sources, failures, open) → {path, bytes, sha256}
+    journal: dict[str, dict[str, Any]]  # kind (sources, failures, open, dropped) → {path, bytes, sha256}
     stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -289,6 +296,9 @@ class RunDirectory:
     def failures(self) -> pa.Table:
         return self._journal("failures", FAILURES_SCHEMA)
 
+    def dropped(self) -> pa.Table:
+        return self._journal("dropped", DROPPED_SCHEMA)
+
     def open_sources(self) -> pa.Table:
         """The inputs open at the last commit (a long source committed in parts)."""
         last = self.commits[-1] if self.commits else None
@@ -329,6 +339,7 @@ class RunDirectory:
         sources: pa.Table,
         failures: pa.Table,
         open_sources: pa.Table,
+        dropped: pa.Table,
         stats: dict[str, Any],
     ) -> Commit:
         """Make a shard (if it has rows) and the journals of one commit part of the run.
@@ -348,7 +359,13 @@ class RunDirectory:
                 else:
                     shard.temporary.unlink()
             journal = {}
-            for kind, table in (("sources", sources), ("failures", failures), ("open", open_sources)):
+            tables = (
+                ("sources", sources),
+                ("failures", failures),
+                ("open", open_sources),
+                ("dropped", dropped),
+            )
+            for kind, table in tables:
                 journal[kind], temporary = self._write_small(table, f"journal/{index:05d}.{kind}.parquet")
                 staged.append((temporary, self.root / journal[kind]["path"]))
             commit = Commit(index=index, shard=shard_entry, journal=journal, stats=stats)
@@ -395,9 +412,13 @@ class RunDirectory:
         _atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1), self._fsync)
 
     def finish(self) -> None:
-        """Write the whole-run ledger and failures table and mark the manifest complete."""
+        """Write the whole-run ledger, failures and dropped tables and mark the manifest complete."""
         ledger = {}
-        for kind, table in (("sources", self.sources()), ("failures", self.failures())):
+        for kind, table in (
+            ("sources", self.sources()),
+            ("failures", self.failures()),
+            ("dropped", self.dropped()),
+        ):
             ledger[kind], temporary = self._write_small(table, f"{kind}.parquet")
             os.replace(temporary, self.root / ledger[kind]["path"])
         self._manifest["ledger"] = ledger

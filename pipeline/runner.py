@@ -16,25 +16,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pyarrow as pa
 
 from annotate.base import STATUS_OK, Row
-from pipeline.config import RayConfig, RunConfig, SourceSpec
+from pipeline.config import SEGMENTS_PER_BATCH, RayConfig, RunConfig, SourceSpec, StageResources
 from pipeline.contract import stream_table
 from pipeline.errors import StylecapsError, UsageError, describe_os_error
 from pipeline.lock import LockOwner, RunLock, command_line
 from pipeline.rundir import RunDirectory, RunDirError
 from pipeline.runlog import log
 from pipeline.sources import list_sources
-from pipeline.stages import StageChain, StageSetupError, StageSpec, build_stage_specs, group_by_resources
+from pipeline.stages import StageChain, StageSetupError, StageSpec, build_stage_specs, group_by_declaration
 from pipeline.writer import ShardWriter
+
+if TYPE_CHECKING:
+    import ray  # imported where used: `stylecaps --help` should not wait for Ray
 
 Executor = Literal["ray", "local"]
 _MAX_SOURCE_BLOCKS = 2000
-# Segments in flight per chunk: what a stage group after segmentation gets per call.
-_SEGMENT_BATCH_ROWS = 32
 _MAX_BLOCK_BYTES = 8 << 20  # a chunk of 32 segments of up to 30 s is about 3-5 MB of FLAC
 
 
@@ -63,8 +64,15 @@ class _RayStageGroup:
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         # A generator: Ray Data ships each chunk as its own block, so a long source streams out.
-        for rows in self.chain.stream(batch.to_pylist(), _SEGMENT_BATCH_ROWS):
+        for rows in self.chain.stream(batch.to_pylist(), SEGMENTS_PER_BATCH):
             yield stream_table(rows)
+
+    def __del__(self) -> None:
+        # Ray Data 2.60 drops its reference to this object in the actor's __ray_shutdown__, when the
+        # pool shuts down gracefully at the end of the run; a killed actor never gets here.
+        chain = getattr(self, "chain", None)  # absent when a stage failed to set up
+        if chain is not None:
+            chain.teardown()
 
 
 def _stage_group_class(specs: list[StageSpec]) -> type[_RayStageGroup]:
@@ -79,9 +87,10 @@ def _init_ray(config: RayConfig) -> bool:
 
     if ray.is_initialized():
         return False
+    address = config.address or os.environ.get("RAY_ADDRESS") or None
     ray.init(
-        address=config.address,
-        num_cpus=None if config.address else config.num_cpus,  # a running cluster has its own CPUs
+        address=address,
+        num_cpus=None if address else config.num_cpus,  # a running cluster has its own CPUs
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
@@ -89,16 +98,34 @@ def _init_ray(config: RayConfig) -> bool:
     return True
 
 
-def _pool_size(specs: list[StageSpec]) -> int:
+def _pool(group: list[StageSpec], sources: int, first: bool) -> ray.data.ActorPoolStrategy:
+    """The group's actor pool: as declared (a fixed size, or [min, max] autoscaling), else a fixed pool
+    as large as the cluster's CPUs (GPUs for a GPU stage) allow. A fixed pool starts every worker (and
+    loads its models) at once, instead of the second arriving when the first is already busy; the
+    first, source-level group never needs more workers than there are sources."""
     import ray
 
-    resources = specs[0].resources
-    if resources.concurrency:
-        return resources.concurrency
+    declared = group[0].resources
+    if isinstance(declared.concurrency, tuple):
+        return ray.data.ActorPoolStrategy(min_size=declared.concurrency[0], max_size=declared.concurrency[1])
+    if declared.concurrency is not None:
+        return ray.data.ActorPoolStrategy(size=declared.concurrency)
     cluster = ray.cluster_resources()
-    if resources.num_gpus > 0:
-        return max(1, int(cluster.get("GPU", 0) // resources.num_gpus))
-    return max(1, int(cluster.get("CPU", 1) // max(resources.num_cpus, 1e-6)))
+    if declared.num_gpus > 0:
+        size = max(1, int(cluster.get("GPU", 0) // declared.num_gpus))
+    else:
+        size = max(1, int(cluster.get("CPU", 1) // max(declared.num_cpus, 1e-6)))
+    return ray.data.ActorPoolStrategy(size=min(size, sources) if first else size)
+
+
+def _remote_args(declared: StageResources) -> dict[str, Any]:
+    """Ray's per-worker arguments of a declaration (map_batches passes them to each actor)."""
+    args: dict[str, Any] = {"num_cpus": declared.num_cpus, "num_gpus": declared.num_gpus}
+    if declared.resources:
+        args["resources"] = dict(declared.resources)
+    if declared.runtime_env is not None:
+        args["runtime_env"] = declared.runtime_env
+    return args
 
 
 def _setup_error_of(error: Exception) -> StageSetupError | None:
@@ -125,16 +152,10 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
         for index, group in enumerate(groups):
             dataset = dataset.map_batches(
                 _stage_group_class(group),
-                batch_size=1 if index == 0 else _SEGMENT_BATCH_ROWS,
+                batch_size=group[0].batch_size,
                 batch_format="pyarrow",
-                # A fixed-size pool: every worker starts (and loads its models) at once, instead of
-                # the second arriving when the first is already busy.
-                # The source-level group never needs more workers than there are sources.
-                compute=ray.data.ActorPoolStrategy(
-                    size=min(_pool_size(group), len(rows)) if index == 0 else _pool_size(group)
-                ),
-                num_cpus=group[0].resources.num_cpus,
-                num_gpus=group[0].resources.num_gpus,
+                compute=_pool(group, len(rows), first=index == 0),
+                **_remote_args(group[0].resources),
             )
         try:
             yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -148,11 +169,22 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) 
 def iter_local(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Table]:
     """The same stage objects in a plain loop, one source at a time (no Ray)."""
     chains = [StageChain(group) for group in groups]
-    for row in rows:
-        for chunk in chains[0].stream([row], _SEGMENT_BATCH_ROWS):
-            for chain in chains[1:]:
-                chunk = chain(chunk)
-            yield stream_table(chunk)
+    try:
+        for row in rows:
+            for chunk in _through(chains, [row]):
+                yield stream_table(chunk)
+    finally:
+        for chain in reversed(chains):
+            chain.teardown()
+
+
+def _through(chains: list[StageChain], rows: list[Row]) -> Iterator[list[Row]]:
+    """Rows through the chains in turn, each streaming its output on to the next in chunks."""
+    if not chains:
+        yield rows
+        return
+    for chunk in chains[0].stream(rows, SEGMENTS_PER_BATCH):
+        yield from _through(chains[1:], chunk)
 
 
 class RunInterrupted(StylecapsError):
@@ -272,7 +304,7 @@ def _annotate_locked(
     with _interrupts_between_commits() as critical:
         try:
             if pending:
-                groups = group_by_resources(build_stage_specs(config))
+                groups = group_by_declaration(build_stage_specs(config))
                 run_stages = partial(iter_ray, config=config.ray) if executor == "ray" else iter_local
                 for table in run_stages(groups, pending):
                     with critical():

@@ -2,8 +2,9 @@
 
 Backends are picked from config here, so a new backend (a vLLM captioner on GPUs, pyannote
 diarization, demucs separation) is a new stage class and a new branch of `build_stage_specs`;
-the executors do not change. Consecutive stages with equal resources form one group and run in one
-worker, one after the other on each batch, the way Ray Data fuses map operators.
+the executors do not change. Each stage carries its declaration from `ray.default` / `ray.stages`;
+consecutive stages with equal declarations form one group and run in one worker, one after the other
+on each batch, the way Ray Data fuses map operators.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
 from annotate.measure import MeasureStage
 from annotate.segment import SileroSegmenter
 from annotate.transcribe import WhisperTranscriber
-from pipeline.config import RunConfig, StageResources
+from pipeline.config import SEGMENTS_PER_BATCH, SOURCES_PER_BATCH, RunConfig, StageResources
 from pipeline.errors import UsageError
 from verify.rules import RulesVerifier
 
@@ -27,27 +29,40 @@ class StageSetupError(UsageError):
     """A stage could not set up (a model path that does not exist, a missing package)."""
 
 
+Takes = Literal["sources", "segments"]
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str
     build: Callable[[], BatchStage]
-    resources: StageResources
+    resources: StageResources  # the stage's declaration (config.ray.declaration)
+    takes: Takes  # what its rows are: whole sources, or the segments cut from them
+
+    @property
+    def batch_size(self) -> int:
+        if self.resources.batch_size is not None:
+            return self.resources.batch_size
+        return SOURCES_PER_BATCH if self.takes == "sources" else SEGMENTS_PER_BATCH
 
 
 def build_stage_specs(config: RunConfig) -> list[StageSpec]:
-    cpu = config.ray.cpu_stages
-    specs = [StageSpec("segment", partial(SileroSegmenter, config.segment), cpu)]
+    def spec(name: str, build: Callable[[], BatchStage], takes: Takes = "segments") -> StageSpec:
+        return StageSpec(name, build, config.ray.declaration(name), takes)
+
+    specs = [spec("segment", partial(SileroSegmenter, config.segment), takes="sources")]
     if config.asr.backend == "whisper":
-        specs.append(StageSpec("transcribe", partial(WhisperTranscriber, config.asr.whisper), cpu))
+        specs.append(spec("transcribe", partial(WhisperTranscriber, config.asr.whisper)))
     return [
         *specs,
-        StageSpec("measure", partial(MeasureStage, config.measure), cpu),
-        StageSpec("caption", partial(AcousticCaptioner, config.caption.acoustic), cpu),
-        StageSpec("verify", partial(RulesVerifier, config.verify.rules, config.measure.bins), cpu),
+        spec("measure", partial(MeasureStage, config.measure)),
+        spec("caption", partial(AcousticCaptioner, config.caption.acoustic)),
+        spec("verify", partial(RulesVerifier, config.verify.rules, config.measure.bins)),
     ]
 
 
-def group_by_resources(specs: list[StageSpec]) -> list[list[StageSpec]]:
+def group_by_declaration(specs: list[StageSpec]) -> list[list[StageSpec]]:
+    """Consecutive stages with equal declarations form one group: one actor pool runs them fused."""
     return [list(group) for _, group in itertools.groupby(specs, key=lambda spec: spec.resources)]
 
 
@@ -71,17 +86,33 @@ class StageChain:
     def __call__(self, rows: list[Row]) -> list[Row]:
         return self._run(self.stages, rows)
 
+    def teardown(self) -> None:
+        """Let every stage release what setup took (models, sessions, files), last stage first."""
+        for _, stage in reversed(self.stages):
+            stage.teardown()
+
     def stream(self, rows: list[Row], chunk_rows: int) -> Iterator[list[Row]]:
-        """Like calling the chain, in chunks: when the first stage can stream (a source into its
-        segments), at most `chunk_rows` of its rows are in flight through the others at a time."""
-        name, first = self.stages[0]
-        if not isinstance(first, StreamingStage):
-            yield self(rows)
+        """Like calling the chain, in chunks: the stages before the first streaming stage (a source
+        into its segments) run on the whole batch; from there at most `chunk_rows` of the streaming
+        stage's rows at a time go through the rest of the chain (which may stream again)."""
+        yield from self._stream(self.stages, rows, chunk_rows)
+
+    @staticmethod
+    def _stream(
+        stages: list[tuple[str, BatchStage]], rows: list[Row], chunk_rows: int
+    ) -> Iterator[list[Row]]:
+        first_streaming = next(
+            (i for i, (_, stage) in enumerate(stages) if isinstance(stage, StreamingStage)), None
+        )
+        if first_streaming is None:
+            yield StageChain._run(stages, rows)
             return
-        for row in rows:
-            produced = self._stream_isolated(name, first, row) if _is_ok(row) else iter([row])
+        name, streaming = stages[first_streaming]
+        after = stages[first_streaming + 1 :]
+        for row in StageChain._run(stages[:first_streaming], rows):
+            produced = StageChain._stream_isolated(name, streaming, row) if _is_ok(row) else iter([row])
             while chunk := list(itertools.islice(produced, chunk_rows)):
-                yield self._run(self.stages[1:], chunk)
+                yield from StageChain._stream(after, chunk, chunk_rows)
 
     @staticmethod
     def _run(stages: list[tuple[str, BatchStage]], rows: list[Row]) -> list[Row]:

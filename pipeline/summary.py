@@ -29,12 +29,17 @@ def summary_table(
     add("  with segments", _fmt_count(outcomes.get("segmented", 0)))
     add("  without speech", _fmt_count(outcomes.get("no_speech", 0)))
     add("  speech too short", _fmt_count(outcomes.get("speech_too_short", 0)))
+    if outcomes.get("all_dropped"):
+        add("  every segment dropped", _fmt_count(outcomes["all_dropped"]))
     add("  failed", _fmt_count(outcomes.get("failed", 0)))
     if totals.get("open_inputs"):
         add("  committed in part", _fmt_count(totals["open_inputs"]))
     add("audio hours (inputs)", f"{totals.get('audio_s', 0.0) / 3600:.3f}")
     add("audio hours (segments)", f"{totals.get('segment_audio_s', 0.0) / 3600:.3f}")
     add("segments", _fmt_count(totals.get("segments", 0)))
+    add("segments dropped", _fmt_count(totals.get("dropped", 0)))
+    for reason, n in sorted(totals.get("dropped_by_reason", {}).items()):
+        add(f"  {reason}", _fmt_count(n))
     add("captions", _fmt_count(totals.get("captions", 0)))
     add("  passed", _fmt_count(totals.get("passed", 0)))
     add("  rejected", _fmt_count(totals.get("rejected", 0)))

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.contract import (
     CONTRACT_VERSION,
+    DROPPED_SCHEMA,
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
@@ -174,6 +175,13 @@ def _reconcile(
     outcomes = {k: v for k, v in totals.get("outcomes", {}).items() if v}
     compare("outcomes", outcomes, dict(Counter(r["outcome"] for r in ledger)), "the ledger has")
     compare("failures", totals.get("failures", 0), len(failures), "the failures journals hold")
+    dropped = _read_journals(root, commits, "dropped", DROPPED_SCHEMA).num_rows
+    compare("dropped", totals.get("dropped", 0), dropped, "the dropped journals hold")
+    counted = sum(r["dropped_segments"] or 0 for r in ledger) + sum(
+        r["dropped_segments"] or 0 for r in open_rows
+    )
+    if counted != dropped:
+        check.problems.append(f"the ledger counts {counted} dropped segments, the dropped journals {dropped}")
     counted = sum(r["failed_segments"] or 0 for r in ledger) + sum(r["failed_segments"] for r in open_rows)
     in_table = sum(1 for f in failures if f["segment_id"] is not None)
     if counted != in_table:

@@ -1,10 +1,12 @@
 """The shard writer: routes stream rows to shards, the ledger and the failures table, and commits.
 
 Rows are written as they arrive, in order: an ok segment row goes into the open shard (encoded row group
-by row group), a failed one into the failures table, and a source's end row records the source in the
-ledger. A commit happens when the shard holds `rows_per_shard` rows, when as many inputs finished without
-filling it, and at the end. So the driver holds at most one row group whatever a source's length, a
-long source is committed in parts, and every shard respects `rows_per_shard`.
+by row group), a failed one into the failures table, a dropped one (a stage judged it unfit) into the
+dropped journal with its reason, and a source's end row records the source in the ledger. A source is
+complete when its end row arrives, however many of its segments were dropped or failed on the way: no
+count is announced ahead. A commit happens when the shard holds `rows_per_shard` rows, when as many
+inputs finished without filling it, and at the end. So the driver holds at most one row group whatever
+a source's length, a long source is committed in parts, and every shard respects `rows_per_shard`.
 
 Inputs still open at a commit are journaled with their progress (the start of their last committed
 segment); a resumed run continues them after it. Rows of a source arrive by increasing start, so a row
@@ -23,9 +25,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotate.base import OUTCOME_FAILED, OUTCOME_SEGMENTED, STATUS_FAILED, STATUS_OK, is_source_end
+from annotate.base import (
+    OUTCOME_ALL_DROPPED,
+    OUTCOME_FAILED,
+    OUTCOME_SEGMENTED,
+    STATUS_DROPPED,
+    STATUS_FAILED,
+    STATUS_OK,
+    is_source_end,
+)
 from pipeline.config import WriteConfig
 from pipeline.contract import (
+    DROPPED_SCHEMA,
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SHARD_SCHEMA,
@@ -42,11 +53,15 @@ _ROUTING_COLUMNS = [
     "source_path",
     "segment_id",
     "start_s",
+    "end_s",
     "source_duration_s",
     "dropped_speech_s",
     "error_stage",
     "error_type",
     "error_message",
+    "drop_stage",
+    "drop_reason",
+    "drop_score",
 ]
 
 
@@ -60,6 +75,7 @@ class _OpenSource:
     last_start_s: float = -math.inf
     segments: int = 0
     failed_segments: int = 0
+    dropped_segments: int = 0
     duplicate_of: str | None = None  # the input that wrote this content first
 
     def progress(self) -> dict[str, Any]:
@@ -70,7 +86,21 @@ class _OpenSource:
             "last_start_s": self.last_start_s,
             "segments": self.segments,
             "failed_segments": self.failed_segments,
+            "dropped_segments": self.dropped_segments,
         }
+
+
+def dropped_record(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "input_path": row["input_path"],
+        "source_id": row.get("source_id"),
+        "segment_id": row.get("segment_id"),
+        "start_s": row.get("start_s"),
+        "end_s": row.get("end_s"),
+        "stage": row.get("drop_stage"),
+        "reason": row.get("drop_reason"),
+        "score": row.get("drop_score"),
+    }
 
 
 def failure_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +149,7 @@ class ShardWriter:
                 row["last_start_s"],
                 row["segments"],
                 row["failed_segments"],
+                row["dropped_segments"] or 0,
             )
             for path, row in state.open_inputs.items()
         }
@@ -128,6 +159,7 @@ class ShardWriter:
         self._pending_ok: list[int] = []  # its rows bound for the shard, in order
         self._sources: list[dict[str, Any]] = []
         self._failures: list[dict[str, Any]] = []
+        self._dropped: list[dict[str, Any]] = []
         self._stats: dict[str, Any] = {}
         self.finished_inputs = 0
 
@@ -166,6 +198,12 @@ class ShardWriter:
             self._pending_ok.append(index)
             if self._shard_rows() >= self.config.rows_per_shard:
                 self.commit()
+        elif row["status"] == STATUS_DROPPED:
+            source.dropped_segments += 1
+            self._dropped.append(dropped_record(row))
+            self._stats = merge_stats(
+                self._stats, {"dropped": 1, "dropped_by_reason": {row["drop_reason"]: 1}}
+            )
         else:
             source.failed_segments += 1
             self._failures.append(failure_record(row))
@@ -206,6 +244,8 @@ class ShardWriter:
         elif row["status"] == STATUS_FAILED:
             outcome = OUTCOME_FAILED
             failures.append(failure_record(row))
+        elif source.segments == 0 and source.dropped_segments and row["outcome"] == OUTCOME_SEGMENTED:
+            outcome = OUTCOME_ALL_DROPPED  # segments were cut, but no stage kept one
         else:
             outcome = row["outcome"] or OUTCOME_SEGMENTED
         self._sources.append(
@@ -217,6 +257,7 @@ class ShardWriter:
                 "duration_s": row.get("source_duration_s"),
                 "segments": 0 if source.duplicate_of else source.segments,
                 "failed_segments": source.failed_segments,
+                "dropped_segments": source.dropped_segments,
                 "dropped_speech_s": row.get("dropped_speech_s"),
             }
         )
@@ -257,7 +298,7 @@ class ShardWriter:
     def commit(self) -> None:
         """Commit everything received so far: the shard, finished inputs, failures, open inputs' progress."""
         self._flush_ok()
-        if self._shard is None and not self._sources and not self._failures:
+        if self._shard is None and not self._sources and not self._failures and not self._dropped:
             return
         shard, self._shard = self._shard, None
         try:
@@ -269,13 +310,14 @@ class ShardWriter:
                     [s.progress() for s in self._open.values() if s.last_start_s > -math.inf],
                     schema=OPEN_SOURCES_SCHEMA,
                 ),
+                pa.Table.from_pylist(self._dropped, schema=DROPPED_SCHEMA),
                 self._stats,
             )
         except BaseException:
             if shard is not None:
                 shard.abort()
             raise
-        self._sources, self._failures, self._stats = [], [], {}
+        self._sources, self._failures, self._dropped, self._stats = [], [], [], {}
 
     def abort(self) -> None:
         """Drop what is not committed (its temporary shard file too); the run resumes from the last commit."""

@@ -44,11 +44,21 @@ def calibration_dir() -> Path:
     pytest.skip(reason)
 
 
+# A custom resource of the test cluster, so a test can give one actor pool resources another lacks.
+RAY_TEST_RESOURCE = "test_slot"
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        resources={RAY_TEST_RESOURCE: 1.0},
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield ray
     ray.shutdown()
 

@@ -81,7 +81,8 @@ def test_unknown_top_level_key_is_one_line_naming_it():
         ({"verify": {"rules": {"measured": {"margin": 1}}}}, "verify.rules.measured.margin"),
         ({"verify": {"rules": {"fine_length": {"min_chars": 3, "max": 9}}}}, "verify.rules.fine_length.max"),
         ({"sources": ["a", {"path": "b", "spk": "x"}]}, "sources.1.spk"),
-        ({"ray": {"cpu_stages": {"gpus": 1}}}, "ray.cpu_stages.gpus"),
+        ({"ray": {"default": {"gpus": 1}}}, "ray.default.gpus"),
+        ({"ray": {"stages": {"caption": {"gpus": 1}}}}, "ray.stages.caption.gpus"),
     ],
 )
 def test_unknown_nested_key_names_its_dotted_path(data, key):
@@ -175,7 +176,8 @@ def test_processing_hash_ignores_sources_ray_and_fsync():
     base = parse_config({}).processing_hash()
     assert parse_config({"sources": ["a/", "b.csv"]}).processing_hash() == base
     assert parse_config({"ray": {"address": "auto", "num_cpus": 64}}).processing_hash() == base
-    assert parse_config({"ray": {"cpu_stages": {"num_cpus": 2, "concurrency": 3}}}).processing_hash() == base
+    assert parse_config({"ray": {"default": {"num_cpus": 2, "concurrency": 3}}}).processing_hash() == base
+    assert parse_config({"ray": {"stages": {"segment": {"num_gpus": 0.5}}}}).processing_hash() == base
     assert parse_config({"write": {"fsync": True}}).processing_hash() == base
 
 

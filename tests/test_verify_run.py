@@ -32,7 +32,7 @@ def test_a_healthy_run_passes_with_every_file_checked(run_copy):
     code, out = invoke(run_copy)
     assert code == 0, out
     manifest = json.loads((run_copy / "manifest.json").read_text())
-    listed = len(manifest["shards"]) + 3 * len(manifest["commits"]) + 2  # + sources and failures tables
+    listed = len(manifest["shards"]) + 4 * len(manifest["commits"]) + 3  # + sources, failures, dropped
     assert f"ok ({listed} files" in out and "51 inputs, 51 shard rows" in out
 
 
@@ -82,3 +82,17 @@ def test_a_ledger_that_gives_a_source_more_segments_than_the_shards_hold_is_a_pr
     [problem] = verify_run(run_copy).problems
     assert problem.startswith("1 sources have other shard row counts than the ledger gives them, e.g. ")
     assert problem.endswith(": 1 rows, ledger 2")
+
+
+def test_a_ledger_that_counts_dropped_segments_the_journals_lack_is_a_problem(run_copy):
+    journal = run_copy / "journal" / "00000.sources.parquet"
+    rows = pq.read_table(journal).to_pylist()
+    rows[0]["dropped_segments"] = 1
+    pq.write_table(pa.Table.from_pylist(rows, schema=SOURCES_SCHEMA), journal)
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest["commits"][0]["journal"]["sources"] |= {
+        "sha256": hashlib.sha256(journal.read_bytes()).hexdigest(),
+        "bytes": journal.stat().st_size,
+    }
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_run(run_copy).problems == ["the ledger counts 1 dropped segments, the dropped journals 0"]

@@ -4,12 +4,14 @@ resuming inside a long source, replays, duplicates, hidden temporaries and lefto
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from annotate.audio import encode_flac
+from annotate.base import dropped_row
 from pipeline.config import WriteConfig
 from pipeline.contract import stream_table
 from pipeline.rundir import RunDirectory, RunDirError, listed_shards
@@ -176,3 +178,90 @@ def test_the_manifest_totals_include_the_commit_that_wrote_them(tmp_path):
     writer.add(stream_table([segment("a", 0), end("a"), segment("b", 0), end("b"), segment("c", 0)]))
     totals = json.loads((tmp_path / "manifest.json").read_text())["totals"]
     assert (totals["inputs"], totals["segments"], totals["open_inputs"], totals["rows"]) == (2, 3, 1, 3)
+
+
+def dropped(source: str, index: int, reason: str, score: float | None = None) -> dict:
+    return dropped_row(segment(source, index), "speaker_consistency", reason, score)
+
+
+def test_dropped_segments_are_journaled_per_source_with_their_reasons_not_written_to_shards(tmp_path):
+    run, writer = open_run(tmp_path)
+    rows = [
+        segment("a", 0),
+        dropped("a", 1, "speaker_inconsistent", 0.41),
+        segment("a", 2),
+        dropped("a", 3, "overlap"),
+    ]
+    writer.add(stream_table([*rows, end("a"), dropped("b", 0, "too_short"), segment("b", 1), end("b")]))
+    writer.close(fed={"/in/a.wav", "/in/b.wav"})
+    assert shard_ids(tmp_path) == ["id-a_000000000", "id-a_000000002", "id-b_000000001"]
+    journal = pq.read_table(tmp_path / "dropped.parquet").to_pylist()
+    assert [(r["segment_id"], r["stage"], r["reason"], r["score"]) for r in journal] == [
+        ("id-a_000000001", "speaker_consistency", "speaker_inconsistent", 0.41),
+        ("id-a_000000003", "speaker_consistency", "overlap", None),
+        ("id-b_000000000", "speaker_consistency", "too_short", None),
+    ]
+    assert journal[0]["start_s"] == 1.0 and journal[0]["end_s"] == 1.9
+    ledger = {r["source_path"]: r for r in pq.read_table(tmp_path / "sources.parquet").to_pylist()}
+    assert [
+        (ledger[s]["outcome"], ledger[s]["segments"], ledger[s]["dropped_segments"])
+        for s in ("a.wav", "b.wav")
+    ] == [
+        ("segmented", 2, 2),
+        ("segmented", 1, 1),
+    ]
+    totals = run.totals()
+    assert totals["dropped"] == 3 and totals["segments"] == 3
+    assert totals["dropped_by_reason"] == {"speaker_inconsistent": 1, "overlap": 1, "too_short": 1}
+
+
+def test_a_source_whose_every_segment_is_dropped_completes_as_all_dropped(tmp_path):
+    run, writer = open_run(tmp_path)
+    # The segmenter cut three segments; a later stage dropped them all. The end row alone closes the
+    # source: nothing waits for the three segments it started with.
+    writer.add(stream_table([dropped("a", i, "speaker_inconsistent", 0.3) for i in range(3)] + [end("a")]))
+    writer.close(fed={"/in/a.wav"})
+    [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
+    assert (ledger["outcome"], ledger["segments"], ledger["dropped_segments"]) == ("all_dropped", 0, 3)
+    assert run.totals()["outcomes"] == {"all_dropped": 1} and listed_shards(tmp_path) == []
+
+
+def test_dropped_segments_of_a_resumed_source_are_counted_once(tmp_path):
+    run, writer = open_run(tmp_path, rows_per_shard=3)
+    first = [
+        segment("a", 0),
+        dropped("a", 1, "overlap"),
+        segment("a", 2),
+        segment("a", 3),
+        dropped("a", 4, "overlap"),
+    ]
+    writer.add(stream_table(first))
+    assert len(run.commits) == 1  # committed at segment 3; the drop of segment 4 is lost with the kill
+
+    run, writer = open_run(tmp_path, rows_per_shard=3)
+    replay = [*first, segment("a", 5), end("a")]
+    writer.add(stream_table(replay))
+    writer.close(fed={"/in/a.wav"})
+    [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
+    assert (ledger["segments"], ledger["dropped_segments"]) == (4, 2)
+    assert [r["segment_id"] for r in pq.read_table(tmp_path / "dropped.parquet").to_pylist()] == [
+        "id-a_000000001",
+        "id-a_000000004",
+    ]
+    assert run.totals()["dropped"] == 2
+
+
+def test_the_summary_counts_dropped_segments_per_reason(tmp_path):
+    from rich.console import Console
+
+    from pipeline.summary import summary_table
+
+    _, writer = open_run(tmp_path)
+    writer.add(
+        stream_table([dropped("a", 0, "too_short"), dropped("a", 1, "too_short"), segment("a", 2), end("a")])
+    )
+    writer.close(fed={"/in/a.wav"})
+    console = Console(width=100, record=True)
+    console.print(summary_table(json.loads((tmp_path / "manifest.json").read_text())["totals"]))
+    text = console.export_text()
+    assert re.search(r"segments dropped\s+│\s+2", text) and re.search(r"too_short\s+│\s+2", text), text

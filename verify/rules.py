@@ -298,6 +298,9 @@ class RulesVerifier:
     def setup(self) -> None:
         """Rules need no model."""
 
+    def teardown(self) -> None:
+        """Nothing to release."""
+
     def verdict(
         self, caption: dict[str, Any], transcript: str | None = None, measurements: Row | None = None
     ) -> dict[str, Any]:
