@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -21,6 +21,8 @@ from annotate.segment import SegmenterConfig
 from annotate.transcribe import WhisperConfig
 from pipeline.errors import UsageError
 from verify.rules import RulesVerifierConfig
+
+ConfigT = TypeVar("ConfigT", bound=StrictConfig)
 
 Gender = Literal["female", "male"]
 
@@ -202,27 +204,36 @@ def _one_line(error: ValidationError) -> str:
     return f"invalid value for '{key}': {first['msg']}{more}"
 
 
-def parse_config(data: Any, origin: str = "config") -> RunConfig:
+def validate_config(model: type[ConfigT], data: Any, origin: str = "config") -> ConfigT:
+    """`data` (parsed YAML) as `model`, or a ConfigError of one line naming `origin` and the key."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"{origin}: {_one_line(error)}") from None
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_yaml(path: str | Path) -> Any:
+    """A config file's YAML, or a ConfigError of one line (unreadable, or where the YAML breaks)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: Any, origin: str = "config") -> RunConfig:
+    return validate_config(RunConfig, data, origin)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return parse_config(read_yaml(path), origin=str(path))

@@ -9,12 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from annotate.base import StrictConfig
-from pipeline.config import ConfigError
-from pipeline.config import _one_line as one_line_message
+from pipeline.config import read_yaml, validate_config
 
 Positive = Annotated[float, Field(gt=0)]
 
@@ -184,22 +182,8 @@ class TrainConfig(StrictConfig):
 
 
 def parse_train_config(data: Any, origin: str = "config") -> TrainConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(f"{origin}: {one_line_message(error)}") from None
+    return validate_config(TrainConfig, data, origin)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
-    return parse_train_config(data, origin=str(path))
+    return parse_train_config(read_yaml(path), origin=str(path))
