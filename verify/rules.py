@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 
@@ -30,19 +30,7 @@ CheckId = Literal[
     "measured_rate",
     "measured_loudness",
 ]
-ALL_CHECKS: tuple[CheckId, ...] = (
-    "no_quotes",
-    "no_transcript",
-    "no_background",
-    "no_absence",
-    "single_speaker",
-    "length",
-    "no_newlines",
-    "measured_gender",
-    "measured_pitch",
-    "measured_rate",
-    "measured_loudness",
-)
+ALL_CHECKS: tuple[CheckId, ...] = get_args(CheckId)
 VERIFIER = "rules/2"  # 2: the measured_* checks
 
 BACKGROUND_TERMS = (
