@@ -155,6 +155,22 @@ def _commits(run: Path) -> int:
         return 0
 
 
+def kill_after_two_commits(command: list[str], out: Path) -> None:
+    """Run `command` and SIGKILL it, with the Ray processes it started, once two commits are in."""
+    driver = subprocess.Popen(command, cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while _commits(out) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, "the run ended before it could be interrupted"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_segments_without_duplicates(demo_run, tmp_path):
     config = tmp_path / "small_shards.yaml"
@@ -162,18 +178,7 @@ def test_a_killed_run_resumes_to_the_same_segments_without_duplicates(demo_run, 
     out = tmp_path / "run"
     command = [STYLECAPS, "annotate", "--config", str(config), "--input", str(EXAMPLES / "manifest.jsonl"),
                "--out", str(out), "--quiet"]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=REPO, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while _commits(out) < 2 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert driver.poll() is None, "the run ended before it could be interrupted"
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)  # the Ray processes the driver started
+    kill_after_two_commits(command, out)
     interrupted = json.loads((out / "manifest.json").read_text())
     assert interrupted["complete"] is False
     assert 0 < len(_segment_ids(out)) < demo_run.totals["segments"]
@@ -221,18 +226,7 @@ def test_a_run_killed_inside_a_long_source_resumes_after_its_last_committed_segm
     out = tmp_path / "run"
     command = [STYLECAPS, "annotate", "--config", str(config), "--input", str(long_file),
                "--out", str(out), "--quiet"]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=REPO, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while _commits(out) < 2 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert driver.poll() is None, "the run ended before it could be interrupted"
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
+    kill_after_two_commits(command, out)
     assert _open_inputs(out) == 1  # killed inside the one source, with part of it committed
     [progress] = pq.read_table(out / json.loads((out / "manifest.json").read_text())["commits"][-1]["journal"]
                                ["open"]["path"]).to_pylist()  # fmt: skip
