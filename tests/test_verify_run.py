@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,32 +68,28 @@ def test_a_missing_shard_and_totals_that_disagree_with_the_ledger_are_problems(r
     assert len(problems) == 2  # row counts are not reconciled against a shard that is gone
 
 
-def test_a_ledger_that_gives_a_source_more_segments_than_the_shards_hold_is_a_problem(run_copy):
-    journal = run_copy / "journal" / "00000.sources.parquet"
+def rewrite_first_source(run: Path, **fields: int) -> None:
+    """Change the first ledger row and rewrite its journal with a matching checksum, as a buggy writer
+    would: only reconciliation can tell."""
+    journal = run / "journal" / "00000.sources.parquet"
     rows = pq.read_table(journal).to_pylist()
-    rows[0]["segments"] += 1
-    # Rewrite the journal with a matching checksum, as a buggy writer would: only reconciliation can tell.
+    rows[0] |= fields
     pq.write_table(pa.Table.from_pylist(rows, schema=SOURCES_SCHEMA), journal)
-    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
     manifest["commits"][0]["journal"]["sources"] |= {
         "sha256": hashlib.sha256(journal.read_bytes()).hexdigest(),
         "bytes": journal.stat().st_size,
     }
-    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_ledger_that_gives_a_source_more_segments_than_the_shards_hold_is_a_problem(run_copy):
+    rewrite_first_source(run_copy, segments=2)
     [problem] = verify_run(run_copy).problems
     assert problem.startswith("1 sources have other shard row counts than the ledger gives them, e.g. ")
     assert problem.endswith(": 1 rows, ledger 2")
 
 
 def test_a_ledger_that_counts_dropped_segments_the_journals_lack_is_a_problem(run_copy):
-    journal = run_copy / "journal" / "00000.sources.parquet"
-    rows = pq.read_table(journal).to_pylist()
-    rows[0]["dropped_segments"] = 1
-    pq.write_table(pa.Table.from_pylist(rows, schema=SOURCES_SCHEMA), journal)
-    manifest = json.loads((run_copy / "manifest.json").read_text())
-    manifest["commits"][0]["journal"]["sources"] |= {
-        "sha256": hashlib.sha256(journal.read_bytes()).hexdigest(),
-        "bytes": journal.stat().st_size,
-    }
-    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_first_source(run_copy, dropped_segments=1)
     assert verify_run(run_copy).problems == ["the ledger counts 1 dropped segments, the dropped journals 0"]
