@@ -136,20 +136,37 @@ def speech_regions(probs: np.ndarray, total_samples: int, config: SegmenterConfi
     return [Span(int(s["start"]), int(s["end"])) for s in stamps]
 
 
+@dataclass(frozen=True)
+class FrameScores:
+    """A speech probability per frame: frame i covers [offset + i * frame, offset + (i + 1) * frame)."""
+
+    probs: np.ndarray
+    frame: int = FRAME_SAMPLES
+    offset: int = 0
+
+
 def plan_segments(regions: Sequence[Span], probs: np.ndarray, config: SegmenterConfig) -> SegmentPlan:
     """Merge regions across short gaps, then split what is longer than max_s at its longest pauses."""
-    min_len = round(config.min_s * SAMPLE_RATE)
-    max_len = round(config.max_s * SAMPLE_RATE)
-    max_gap = round(config.merge_gap_s * SAMPLE_RATE)
+    kept, dropped = plan_regions(regions, FrameScores(probs), config.min_s, config.max_s, config.merge_gap_s)
+    return SegmentPlan(kept, sum(d.end - d.start for piece in dropped for d in piece) / SAMPLE_RATE)
+
+
+def plan_regions(
+    regions: Sequence[Span], scores: FrameScores | None, min_s: float, max_s: float, merge_gap_s: float
+) -> tuple[list[Span], list[list[Span]]]:
+    """The planner behind every segmenter: regions (sorted, disjoint) closer than merge_gap_s join, what
+    is longer than max_s is split at its longest pauses (else at its lowest speech score), and pieces
+    reaching min_s become segments. Returns (segments, the pieces too short to keep)."""
+    min_len, max_len = round(min_s * SAMPLE_RATE), round(max_s * SAMPLE_RATE)
     segments: list[Span] = []
-    dropped = 0
-    for chunk in _chunks(regions, max_gap):
-        for piece in _split(chunk, probs, min_len, max_len):
+    dropped: list[list[Span]] = []
+    for chunk in _chunks(regions, round(merge_gap_s * SAMPLE_RATE)):
+        for piece in _split(chunk, scores, min_len, max_len):
             if piece[-1].end - piece[0].start >= min_len:
                 segments.append(Span(piece[0].start, piece[-1].end))
             else:
-                dropped += sum(r.end - r.start for r in piece)
-    return SegmentPlan(segments, dropped / SAMPLE_RATE)
+                dropped.append(piece)
+    return segments, dropped
 
 
 def _chunks(regions: Sequence[Span], max_gap: int) -> Iterator[list[Span]]:
@@ -163,17 +180,17 @@ def _chunks(regions: Sequence[Span], max_gap: int) -> Iterator[list[Span]]:
         yield chunk
 
 
-def _split(chunk: list[Span], probs: np.ndarray, min_len: int, max_len: int) -> list[list[Span]]:
+def _split(chunk: list[Span], scores: FrameScores | None, min_len: int, max_len: int) -> list[list[Span]]:
     start, end = chunk[0].start, chunk[-1].end
     if end - start <= max_len:
         return [chunk]
-    left, right = _best_cut(chunk, probs, min_len)
-    return _split(left, probs, min_len, max_len) + _split(right, probs, min_len, max_len)
+    left, right = _best_cut(chunk, scores, min_len)
+    return _split(left, scores, min_len, max_len) + _split(right, scores, min_len, max_len)
 
 
-def _best_cut(chunk: list[Span], probs: np.ndarray, min_len: int) -> tuple[list[Span], list[Span]]:
+def _best_cut(chunk: list[Span], scores: FrameScores | None, min_len: int) -> tuple[list[Span], list[Span]]:
     """Cut at the longest pause between regions that leaves min_len on both sides, else at the
-    least speech-like frame inside a region (a dip in VAD probability)."""
+    least speech-like frame inside a region (a dip in VAD probability; the middle without scores)."""
     start, end = chunk[0].start, chunk[-1].end
     gaps = [
         (chunk[i + 1].start - chunk[i].end, i)
@@ -183,11 +200,15 @@ def _best_cut(chunk: list[Span], probs: np.ndarray, min_len: int) -> tuple[list[
     if gaps:
         _, i = max(gaps)
         return chunk[: i + 1], chunk[i + 1 :]
-    # Frame boundaries inside [start + min_len, end - min_len], so both sides keep min_len.
-    lo_frame = -(-(start + min_len) // FRAME_SAMPLES)
-    hi_frame = (end - min_len) // FRAME_SAMPLES + 1
-    window = probs[lo_frame:hi_frame]
-    cut = (lo_frame + int(np.argmin(window))) * FRAME_SAMPLES if window.size else start + min_len
+    if scores is None:
+        cut = (start + end) // 2
+    else:
+        # Frame boundaries inside [start + min_len, end - min_len], so both sides keep min_len.
+        lo_frame = -(-(start + min_len - scores.offset) // scores.frame)
+        hi_frame = (end - min_len - scores.offset) // scores.frame + 1
+        window = scores.probs[max(lo_frame, 0) : max(hi_frame, 0)]
+        found = max(lo_frame, 0) + int(np.argmin(window)) if window.size else None
+        cut = scores.offset + found * scores.frame if found is not None else start + min_len
     cut = min(max(cut, start + min_len), end - min_len)
     left = [r for r in chunk if r.end <= cut] + [Span(r.start, cut) for r in chunk if r.start < cut < r.end]
     right = [Span(cut, r.end) for r in chunk if r.start < cut < r.end] + [r for r in chunk if r.start >= cut]
