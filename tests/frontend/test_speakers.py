@@ -82,19 +82,31 @@ def test_ge2e_batched_embeddings_equal_resemblyzers_embed_utterance(pyannote_sam
     assert np.allclose(rows, np.stack(expected), atol=1e-5)
 
 
+# FS-CLAP's 0.65 is calibrated for its own embedding model: with GE2E every intruder of the calibration
+# set scores above it (one actor's 30 clips vs each clip of the 23 others: other-gender intruders
+# 0.705..0.893, same-gender 0.765..0.926, the actor's own clips 0.819..0.941). 0.84 drops 98 % of the
+# other-gender intruders and 1 % of the actors' own clips (measured; see the report).
+GE2E_CONSISTENCY_THRESHOLD = 0.84
+
+
 @pytest.mark.calibration
-def test_a_different_voice_among_one_actors_segments_scores_below_065(calibration_dir):
-    """Six sentences of one male actor labelled as one speaker, plus one of a female actor."""
+def test_a_different_voice_among_one_actors_segments_scores_lowest_and_below_the_ge2e_threshold(
+    calibration_dir,
+):
+    """Six sentences of one male actor (normal intensity, several emotions) labelled as one speaker, plus
+    one of a female actor."""
     with open(calibration_dir / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    actor = [r["filename"] for r in rows if r["speaker"] == "ravdess_01" and r["emotion"] == "neutral"]
-    intruder = next(r["filename"] for r in rows if r["speaker"] == "ravdess_02" and r["emotion"] == "neutral")
-    files = [*actor[:6], intruder]
+
+    def clips(speaker: str) -> list[str]:
+        return [r["filename"] for r in rows if r["speaker"] == speaker and r["intensity"] == "normal"]
+
+    files = [*clips("ravdess_01")[:6], clips("ravdess_02")[0]]
     waves = [sf.read(calibration_dir / "audio" / f, dtype="float32")[0] for f in files]
     embedder = SpeakerEmbedder(SpeakerEmbedderConfig())
     embedder.setup()
 
     scores = consistency_scores(embedder.embed(waves), ["spk0"] * len(waves))
 
-    assert scores[-1] < 0.65, scores
-    assert min(scores[:-1]) > 0.65, scores
+    assert len(scores) == 7
+    assert scores[-1] < GE2E_CONSISTENCY_THRESHOLD < min(scores[:-1]), scores
