@@ -67,3 +67,18 @@ def tiny_diarization_pipeline_dir(tmp_path_factory) -> Path:
     from make_tiny_models import build_pyannote_diarization
 
     return build_pyannote_diarization(tmp_path_factory.mktemp("models") / "pyannote-diarization")
+
+
+def assert_exclusive_turns(source, total_samples: int) -> None:
+    """A diarizer's SourceTurns: turns and overlaps sorted, non-empty, disjoint and inside the file;
+    speakers named spk0, spk1, ... (or turn0, turn1, ...) in order of first appearance."""
+    from itertools import pairwise
+
+    assert source.total_samples == total_samples
+    assert [t.start for t in source.turns] == sorted(t.start for t in source.turns)
+    spans = sorted([(t.start, t.end) for t in source.turns] + source.overlap)
+    assert all(start < end for start, end in spans)
+    assert all(first_end <= second_start for (_, first_end), (second_start, _) in pairwise(spans))
+    assert spans[0][0] >= 0 and spans[-1][1] <= total_samples
+    prefix = "turn" if source.turns[0].speaker.startswith("turn") else "spk"
+    assert source.speakers == [f"{prefix}{i}" for i in range(len(source.speakers))]
