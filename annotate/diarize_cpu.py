@@ -149,7 +149,7 @@ class CpuDiarizerConfig(StrictConfig):
     )
     linkage: Literal["average", "complete", "single"] = "average"
     threshold: Annotated[float, Field(gt=0, lt=2)] = Field(
-        default=0.22, description="Cosine distance at which agglomerative clustering stops merging."
+        default=0.26, description="Cosine distance at which agglomerative clustering stops merging."
     )
     min_cluster_size: Annotated[int, Field(ge=1)] = Field(
         default=3, description="Smaller clusters join their nearest large one (if any cluster is large)."
