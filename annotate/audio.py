@@ -52,6 +52,15 @@ def content_id(path: str | os.PathLike[str]) -> str:
 
 def iter_mono_16k(path: str | os.PathLike[str], block_s: float = 30.0) -> Iterator[np.ndarray]:
     """Yield the file as consecutive 16 kHz mono float32 blocks of about `block_s` seconds."""
+    yield from iter_audio(path, block_s, SAMPLE_RATE, 1)
+
+
+def iter_audio(
+    path: str | os.PathLike[str], block_s: float, rate: int, channels: int
+) -> Iterator[np.ndarray]:
+    """Yield the file at `rate` Hz as float32 blocks of about `block_s` seconds: 1-D for one channel
+    (channels averaged), else (frames, channels) (a mono file repeated, extra channels dropped, as
+    demucs converts)."""
     path = Path(path)
     status = path.stat()
     if not stat.S_ISREG(status.st_mode):
@@ -61,9 +70,9 @@ def iter_mono_16k(path: str | os.PathLike[str], block_s: float = 30.0) -> Iterat
     try:
         info = sf.info(str(path))
     except sf.LibsndfileError as libsndfile_error:
-        yield from _checked(_iter_ffmpeg(path, block_s, libsndfile_error))
+        yield from _checked(_iter_ffmpeg(path, block_s, rate, channels, libsndfile_error))
         return
-    yield from _checked(_iter_soundfile(path, info, block_s))
+    yield from _checked(_iter_soundfile(path, info, block_s, rate, channels))
 
 
 def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -74,29 +83,45 @@ def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         yield block
 
 
-def _iter_soundfile(path: Path, info: sf._SoundFileInfo, block_s: float) -> Iterator[np.ndarray]:
+def _convert_channels(block: np.ndarray, channels: int) -> np.ndarray:
+    """(frames, file channels) → 1-D mono or (frames, channels)."""
+    if channels == 1:
+        return block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+    if block.shape[1] == 1:
+        return np.repeat(block, channels, axis=1)
+    if block.shape[1] < channels:
+        raise AudioDecodeError(f"{block.shape[1]} channels cannot make {channels}")
+    return block[:, :channels]
+
+
+def _iter_soundfile(
+    path: Path, info: sf._SoundFileInfo, block_s: float, rate: int, channels: int
+) -> Iterator[np.ndarray]:
     resampler = None
-    if info.samplerate != SAMPLE_RATE:
-        resampler = soxr.ResampleStream(info.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    if info.samplerate != rate:
+        resampler = soxr.ResampleStream(info.samplerate, rate, channels, dtype="float32", quality="HQ")
     block_frames = max(1, int(block_s * info.samplerate))
     try:
         for block in sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True):
-            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            converted = _convert_channels(block, channels)
             if resampler is None:
-                yield np.ascontiguousarray(mono)
+                yield np.ascontiguousarray(converted)
             else:
-                out = resampler.resample_chunk(mono)
+                out = resampler.resample_chunk(converted)
                 if out.size:
                     yield out
         if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            empty = np.zeros(0 if channels == 1 else (0, channels), dtype=np.float32)
+            tail = resampler.resample_chunk(empty, last=True)
             if tail.size:
                 yield tail
     except sf.LibsndfileError as error:
         raise AudioDecodeError(f"libsndfile could not read the file: {error}") from None
 
 
-def _iter_ffmpeg(path: Path, block_s: float, libsndfile_error: Exception) -> Iterator[np.ndarray]:
+def _iter_ffmpeg(
+    path: Path, block_s: float, rate: int, channels: int, libsndfile_error: Exception
+) -> Iterator[np.ndarray]:
     """Decode formats libsndfile does not know (m4a, aac, opus in webm ...) through ffmpeg."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
@@ -112,12 +137,13 @@ def _iter_ffmpeg(path: Path, block_s: float, libsndfile_error: Exception) -> Ite
         "-f",
         "f32le",
         "-ac",
-        "1",
+        str(channels),
         "-ar",
-        str(SAMPLE_RATE),
+        str(rate),
         "-",
     ]
-    block_bytes = int(block_s * SAMPLE_RATE) * _FFMPEG_BYTES_PER_SAMPLE
+    frame_bytes = _FFMPEG_BYTES_PER_SAMPLE * channels
+    block_bytes = int(block_s * rate) * frame_bytes
     # stderr goes to a file: a pipe could fill up and stall ffmpeg while we read stdout.
     with (
         tempfile.TemporaryFile() as stderr,
@@ -129,11 +155,12 @@ def _iter_ffmpeg(path: Path, block_s: float, libsndfile_error: Exception) -> Ite
         try:
             while chunk := proc.stdout.read(block_bytes):
                 chunk = pending + chunk
-                usable = len(chunk) - len(chunk) % _FFMPEG_BYTES_PER_SAMPLE
+                usable = len(chunk) - len(chunk) % frame_bytes
                 pending = chunk[usable:]
                 if usable:
                     produced += usable
-                    yield np.frombuffer(chunk[:usable], dtype="<f4").copy()
+                    samples = np.frombuffer(chunk[:usable], dtype="<f4").copy()
+                    yield samples if channels == 1 else samples.reshape(-1, channels)
         except BaseException:
             proc.kill()  # the consumer stopped early or failed: do not leave ffmpeg running
             raise
