@@ -61,6 +61,12 @@ def dropped_row(row: Row, stage: str, reason: str, score: float | None = None) -
     }
 
 
+def audio_path_of(row: Row) -> str:
+    """The audio later stages decode: the separated vocals where a separation stage wrote them
+    (`audio_path`), else the input file."""
+    return row.get("audio_path") or row["input_path"]
+
+
 def end_row(source: Row, outcome: str) -> Row:
     """The last row of a source: no segment, the source's outcome and bookkeeping."""
     return {**source, "status": STATUS_END, "outcome": outcome, "segment_id": None, "audio": None}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotate.audio import SAMPLE_RATE
+from annotate.plan import DROP_OVERLAP, DROP_TOO_SHORT, DroppedSpeech, PlannedSegment, SourcePlan
 from annotate.segment import FrameScores, Span, plan_regions
 
 # Frame labels of `frame_turns`: speech of no known speaker count one (silence) and overlapped speech.
@@ -102,34 +103,7 @@ def frame_turns(
     return SourceTurns(grid.total_samples, turns, overlap, scores)
 
 
-# Why speech planned from turns did not become a segment.
-DROP_TOO_SHORT = "too_short"
-DROP_OVERLAP = "overlap"
-
-
-@dataclass(frozen=True)
-class PlannedSegment:
-    start: int
-    end: int
-    speaker: str
-
-
-@dataclass(frozen=True)
-class DroppedSpeech:
-    start: int
-    end: int
-    speaker: str | None  # None for overlapped speech
-    reason: str
-    speech_samples: int  # speech inside [start, end) (pauses of a merged piece excluded)
-
-
-@dataclass(frozen=True)
-class TurnPlan:
-    segments: list[PlannedSegment]
-    dropped: list[DroppedSpeech]
-
-
-def plan_turn_segments(source: SourceTurns, min_s: float, max_s: float, merge_gap_s: float) -> TurnPlan:
+def plan_turn_segments(source: SourceTurns, min_s: float, max_s: float, merge_gap_s: float) -> SourcePlan:
     """Segments of min_s..max_s inside single-speaker stretches: consecutive turns of one speaker with
     no other speaker and no overlap between them are planned together by `annotate.segment`'s planner
     (merged across pauses up to merge_gap_s, split at the longest pauses), so no segment crosses a
@@ -171,4 +145,4 @@ def plan_turn_segments(source: SourceTurns, min_s: float, max_s: float, merge_ga
             group_speaker = speaker
         group.append(Span(start, end))
     flush()
-    return TurnPlan(segments, sorted(dropped, key=lambda d: d.start))
+    return SourcePlan(source.total_samples, segments, sorted(dropped, key=lambda d: d.start))

@@ -1,30 +1,23 @@
-"""Segment stage: silero VAD speech regions → single-speaker segments of min_s..max_s seconds.
+"""Segment planning shared by every backend, silero VAD, and cutting planned segments from a stream.
 
-Two streaming passes over each source keep memory bounded for long files: the first computes the
-VAD frame probabilities (32 ms frames, LSTM state carried across decode blocks), the second cuts
-the planned segments out of the decoded stream and encodes them as FLAC.
+silero's frame probabilities (32 ms frames, LSTM state carried across decode blocks) give speech
+regions; `plan_regions` turns regions (silero's, or one speaker's turns) into segments of min_s..max_s
+seconds; `cut_segments` takes planned segments out of a decoded block stream. Each pass streams, so
+memory does not grow with a source's length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from annotate.audio import SAMPLE_RATE, content_id, encode_flac, iter_mono_16k
-from annotate.base import (
-    OUTCOME_NO_SPEECH,
-    OUTCOME_SEGMENTED,
-    OUTCOME_SPEECH_TOO_SHORT,
-    STATUS_OK,
-    Row,
-    StrictConfig,
-    end_row,
-    failed_row,
-)
+from annotate.audio import SAMPLE_RATE
+from annotate.base import StrictConfig
+from annotate.plan import DROP_TOO_SHORT, DroppedSpeech, PlannedSegment, SourcePlan
 
 FRAME_SAMPLES = 512  # silero's frame at 16 kHz
 _CONTEXT_SAMPLES = 64
@@ -32,7 +25,8 @@ _MAX_FRAMES_PER_CALL = 512
 
 
 class SegmenterConfig(StrictConfig):
-    backend: Literal["silero"] = "silero"
+    """The planner's duration range and gap merging (every backend), and silero's VAD parameters."""
+
     min_s: Annotated[float, Field(gt=0)] = 3.0
     max_s: Annotated[float, Field(gt=0)] = 30.0
     merge_gap_s: Annotated[float, Field(ge=0)] = Field(
@@ -61,12 +55,6 @@ class Span:
     @property
     def seconds(self) -> float:
         return (self.end - self.start) / SAMPLE_RATE
-
-
-@dataclass(frozen=True)
-class SegmentPlan:
-    segments: list[Span]
-    dropped_speech_s: float  # speech in pieces shorter than min_s that no merge could save
 
 
 def segment_id(source_id: str, span: Span) -> str:
@@ -145,10 +133,19 @@ class FrameScores:
     offset: int = 0
 
 
-def plan_segments(regions: Sequence[Span], probs: np.ndarray, config: SegmenterConfig) -> SegmentPlan:
-    """Merge regions across short gaps, then split what is longer than max_s at its longest pauses."""
-    kept, dropped = plan_regions(regions, FrameScores(probs), config.min_s, config.max_s, config.merge_gap_s)
-    return SegmentPlan(kept, sum(d.end - d.start for piece in dropped for d in piece) / SAMPLE_RATE)
+def silero_plan(probs: np.ndarray, total_samples: int, config: SegmenterConfig) -> SourcePlan:
+    """silero's speech regions merged across short gaps and split at their longest pauses (see
+    plan_regions); pieces too short to keep are dropped with their reason."""
+    regions = speech_regions(probs, total_samples, config)
+    kept, short = plan_regions(regions, FrameScores(probs), config.min_s, config.max_s, config.merge_gap_s)
+    return SourcePlan(
+        total_samples,
+        [PlannedSegment(span.start, span.end) for span in kept],
+        [
+            DroppedSpeech(p[0].start, p[-1].end, None, DROP_TOO_SHORT, sum(r.end - r.start for r in p))
+            for p in short
+        ],
+    )
 
 
 def plan_regions(
@@ -237,73 +234,3 @@ def cut_segments(blocks: Iterable[np.ndarray], segments: Sequence[Span]) -> Iter
             return
     if current is not None and parts:  # the stream ended inside the last segment
         yield Span(current.start, offset), np.concatenate(parts)
-
-
-class SileroSegmenter:
-    """Source rows in; each source's segment rows out, then its end row (see annotate.base)."""
-
-    name: ClassVar[str] = "segment"
-
-    def __init__(self, config: SegmenterConfig) -> None:
-        self.config = config
-        self._scorer: SileroFrameScorer | None = None
-
-    def setup(self) -> None:
-        self._scorer = SileroFrameScorer()
-
-    def teardown(self) -> None:
-        self._scorer = None  # the ONNX session goes with its last reference
-
-    def plan(self, path: str) -> tuple[SegmentPlan, int]:
-        if self._scorer is None:
-            self.setup()
-        assert self._scorer is not None
-        probs, total = self._scorer.probabilities(iter_mono_16k(path, self.config.decode_block_s))
-        return plan_segments(speech_regions(probs, total, self.config), probs, self.config), total
-
-    def __call__(self, rows: list[Row]) -> list[Row]:
-        return [segment for row in rows for segment in self.stream(row)]
-
-    def stream(self, row: Row) -> Iterator[Row]:
-        """The source's segment rows, by increasing start, then its end row.
-
-        A resumed source (`resume_after_s` set) skips the segments that start at or before it: they
-        were committed by an earlier run."""
-        path = row["input_path"]
-        source_id = row.get("source_id") or content_id(path)  # an id from the manifest wins
-        plan, total = self.plan(path)  # errors here fail the whole source, before any row is out
-        source = {
-            **row,
-            "source_id": source_id,
-            "source_duration_s": total / SAMPLE_RATE,
-            "dropped_speech_s": plan.dropped_speech_s,
-        }
-        if not plan.segments:
-            yield end_row(source, OUTCOME_SPEECH_TOO_SHORT if plan.dropped_speech_s else OUTCOME_NO_SPEECH)
-            return
-        done_until = row.get("resume_after_s")
-        todo = [s for s in plan.segments if done_until is None or s.start / SAMPLE_RATE > done_until]
-        cut = 0
-        try:
-            for span, wave in cut_segments(iter_mono_16k(path, self.config.decode_block_s), todo):
-                yield self._segment_row(source, span, wave)
-                cut += 1
-            error: Exception = EOFError("the audio ended before this segment (did the file change?)")
-        except Exception as raised:  # the second pass broke: the planned segments not cut yet fail
-            error = raised
-        for span in todo[cut:]:
-            yield failed_row(self._segment_row(source, span, None), self.name, error)
-        yield end_row(source, OUTCOME_SEGMENTED)
-
-    @staticmethod
-    def _segment_row(source: Row, span: Span, wave: np.ndarray | None) -> Row:
-        seg_id = segment_id(source["source_id"], span)
-        return {
-            **source,
-            "status": STATUS_OK,
-            "segment_id": seg_id,
-            "start_s": span.start / SAMPLE_RATE,
-            "end_s": span.end / SAMPLE_RATE,
-            "duration_s": span.seconds,
-            "audio": None if wave is None else {"bytes": encode_flac(wave), "path": f"{seg_id}.flac"},
-        }

@@ -16,15 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from annotate.audio import SAMPLE_RATE, iter_audio
-from annotate.base import StrictConfig
+from annotate.base import Row, StrictConfig
 
 VOCALS = "vocals"
 
@@ -183,3 +183,48 @@ def _length_at_16k(path: str | Path) -> int | None:
     except sf.LibsndfileError:
         return None
     return round(info.frames * SAMPLE_RATE / info.samplerate)
+
+
+class SeparateConfig(StrictConfig):
+    backend: Literal["none", "demucs"] = "none"
+    demucs: DemucsConfig | None = Field(
+        default=None, description="The demucs backend's model (required there)."
+    )
+    work_dir: Path | None = Field(
+        default=None,
+        description="Where the vocals of sources being processed are written (removed once cut); default "
+        "<run>/work/separated. On a cluster, a folder every node sees (the run directory usually is).",
+    )
+
+    @model_validator(mode="after")
+    def _model_given(self) -> SeparateConfig:
+        if self.backend == "demucs" and self.demucs is None:
+            raise ValueError("backend demucs needs separate.demucs.repo (a local model folder)")
+        return self
+
+
+class SeparateStage:
+    """Source rows in; the same rows out with `audio_path` set to their vocals (16 kHz mono FLAC), which
+    every later stage decodes instead of the input (annotate.base.audio_path_of)."""
+
+    name: ClassVar[str] = "separate"
+
+    def __init__(self, config: DemucsConfig, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.separator = DemucsSeparator(config)
+
+    def setup(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.separator.setup()
+
+    def teardown(self) -> None:
+        self.separator = DemucsSeparator(self.separator.config)  # the loaded model goes with the old one
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        return [self._separated(row) for row in rows]
+
+    def _separated(self, row: Row) -> Row:
+        # Named by content: a resumed or retried source overwrites its own file, never another's.
+        vocals = self.work_dir / f"{row['source_id']}.vocals.flac"
+        self.separator.separate_file(row["input_path"], vocals)
+        return {**row, "audio_path": str(vocals)}

@@ -1,7 +1,8 @@
 """Run configuration: YAML (safe_load) validated by pydantic, unknown keys rejected.
 
-Only the processing sections (segment, asr, measure, caption, verify, write) enter the config hash
-that guards resuming a run directory; sources and cluster resources may change between invocations.
+Only the processing sections (separate, segment, speaker_consistency, asr, measure, caption, verify,
+write) enter the config hash that guards resuming a run directory; sources, scratch folders and cluster
+resources may change between invocations.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
+from annotate.consistency import SpeakerConsistencyConfig
 from annotate.measure import MeasureConfig
-from annotate.segment import SegmenterConfig
+from annotate.segmenters import SegmentConfig
+from annotate.separate import SeparateConfig
 from annotate.transcribe import WhisperConfig
 from pipeline.errors import UsageError
 from verify.rules import RulesVerifierConfig
@@ -70,7 +73,17 @@ class WriteConfig(StrictConfig):
 
 
 # Every stage the pipeline can run, in pipeline order: the names `ray.stages` may declare.
-STAGE_NAMES = ("segment", "transcribe", "measure", "caption", "verify")
+STAGE_NAMES = (
+    "ingest",
+    "separate",
+    "segment",
+    "speaker_consistency",
+    "cut",
+    "transcribe",
+    "measure",
+    "caption",
+    "verify",
+)
 
 # Defaults of a stage's batch size when it declares none: what it takes per call.
 SOURCES_PER_BATCH = 1  # a whole source is a lot of audio; one at a time keeps workers' memory flat
@@ -168,7 +181,9 @@ class RayConfig(StrictConfig):
 
 class RunConfig(StrictConfig):
     sources: list[SourceSpec] = Field(default_factory=list)
-    segment: SegmenterConfig = SegmenterConfig()
+    separate: SeparateConfig = SeparateConfig()
+    segment: SegmentConfig = SegmentConfig()
+    speaker_consistency: SpeakerConsistencyConfig = SpeakerConsistencyConfig()
     asr: AsrConfig = AsrConfig()
     measure: MeasureConfig = MeasureConfig()
     caption: CaptionConfig = CaptionConfig()
@@ -188,9 +203,11 @@ class RunConfig(StrictConfig):
 
     def processing_hash(self) -> str:
         """Hash of everything that changes what is written for a segment."""
-        sections = {"segment", "asr", "measure", "caption", "verify", "write"}
+        sections = {"separate", "segment", "speaker_consistency", "asr", "measure", "caption", "verify"}
+        sections.add("write")
         processing = self.model_dump(mode="json", include=sections)
         processing["write"].pop("fsync", None)
+        processing["separate"].pop("work_dir", None)  # where scratch files go changes no segment
         blob = json.dumps(processing, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

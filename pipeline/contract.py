@@ -19,7 +19,8 @@ from annotate.audio import SAMPLE_RATE
 from annotate.measure import MEASUREMENT_NAMES
 from annotate.tags import TAG_NAMES
 
-CONTRACT_VERSION = "1.1"  # 1.1: measurement columns (gender, formants, alpha ratio, nuclei) and gender tags
+# 1.1: measurement columns (gender, formants, alpha ratio, nuclei) and gender tags; 1.2: speaker_similarity
+CONTRACT_VERSION = "1.2"
 METADATA_KEY = b"stylecaps"
 
 VERDICT_TYPE = pa.struct(
@@ -56,6 +57,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("end_s", pa.float64()),
         pa.field("duration_s", pa.float64()),
         pa.field("speaker", pa.string()),
+        pa.field("speaker_similarity", pa.float64()),  # speaker_consistency's score of a kept segment
         pa.field("audio", AUDIO_TYPE),
         *[pa.field(name, pa.float64()) for name in MEASUREMENT_NAMES],
         pa.field("tags", TAGS_TYPE),
@@ -73,6 +75,8 @@ STREAM_SCHEMA = pa.schema(
         pa.field("source_duration_s", pa.float64()),
         pa.field("dropped_speech_s", pa.float64()),
         pa.field("resume_after_s", pa.float64()),  # resumed source: segments starting up to here are done
+        pa.field("audio_path", pa.string()),  # separated vocals that later stages decode (annotate.base)
+        pa.field("segment_plan", pa.string()),  # a source's plan between segment and cut (annotate.plan)
         pa.field("error_stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),

@@ -14,13 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pyarrow as pa
 
 from annotate.base import STATUS_OK, Row
+from pipeline.claims import ClaimsRegistry, RayClaims
 from pipeline.config import SEGMENTS_PER_BATCH, RayConfig, RunConfig, SourceSpec, StageResources
 from pipeline.contract import stream_table
 from pipeline.errors import StylecapsError, UsageError, describe_os_error
@@ -98,11 +98,11 @@ def _init_ray(config: RayConfig) -> bool:
     return True
 
 
-def _pool(group: list[StageSpec], sources: int, first: bool) -> ray.data.ActorPoolStrategy:
+def _pool(group: list[StageSpec], sources: int) -> ray.data.ActorPoolStrategy:
     """The group's actor pool: as declared (a fixed size, or [min, max] autoscaling), else a fixed pool
     as large as the cluster's CPUs (GPUs for a GPU stage) allow. A fixed pool starts every worker (and
-    loads its models) at once, instead of the second arriving when the first is already busy; the
-    first, source-level group never needs more workers than there are sources."""
+    loads its models) at once, instead of the second arriving when the first is already busy; a
+    source-level group never needs more workers than there are sources."""
     import ray
 
     declared = group[0].resources
@@ -115,7 +115,7 @@ def _pool(group: list[StageSpec], sources: int, first: bool) -> ray.data.ActorPo
         size = max(1, int(cluster.get("GPU", 0) // declared.num_gpus))
     else:
         size = max(1, int(cluster.get("CPU", 1) // max(declared.num_cpus, 1e-6)))
-    return ray.data.ActorPoolStrategy(size=min(size, sources) if first else size)
+    return ray.data.ActorPoolStrategy(size=min(size, sources) if group[0].takes == "sources" else size)
 
 
 def _remote_args(declared: StageResources) -> dict[str, Any]:
@@ -135,35 +135,44 @@ def _setup_error_of(error: Exception) -> StageSetupError | None:
     return StageSetupError(found.group(1).strip()) if found else None
 
 
-def iter_ray(groups: list[list[StageSpec]], rows: list[Row], config: RayConfig) -> Iterator[pa.Table]:
-    import ray
-
+@contextlib.contextmanager
+def _ray_session(config: RayConfig) -> Iterator[None]:
+    """Ray for the length of a run: joined or started here, and shut down if this run started it."""
     started = _init_ray(config)
     try:
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # same inputs, same shards
-        context.enable_progress_bars = False  # the CLI shows one progress bar of its own
-        # Ray Data merges what a generator UDF yields into blocks of up to 128 MiB by default, so a long
-        # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
-        context.target_max_block_size = _MAX_BLOCK_BYTES
-        rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
-        blocks = [stream_table(rows[i : i + rows_per_block]) for i in range(0, len(rows), rows_per_block)]
-        dataset = ray.data.from_arrow(blocks)
-        for index, group in enumerate(groups):
-            dataset = dataset.map_batches(
-                _stage_group_class(group),
-                batch_size=group[0].batch_size,
-                batch_format="pyarrow",
-                compute=_pool(group, len(rows), first=index == 0),
-                **_remote_args(group[0].resources),
-            )
-        try:
-            yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
-        except ray.exceptions.RayActorError as error:
-            raise _setup_error_of(error) or error from None
+        yield
     finally:
         if started:
+            import ray
+
             ray.shutdown()
+
+
+def iter_ray(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Table]:
+    """The stage groups as Ray Data actor pools, one after the other, on a running Ray."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # same inputs, same shards
+    context.enable_progress_bars = False  # the CLI shows one progress bar of its own
+    # Ray Data merges what a generator UDF yields into blocks of up to 128 MiB by default, so a long
+    # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
+    context.target_max_block_size = _MAX_BLOCK_BYTES
+    rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
+    blocks = [stream_table(rows[i : i + rows_per_block]) for i in range(0, len(rows), rows_per_block)]
+    dataset = ray.data.from_arrow(blocks)
+    for group in groups:
+        dataset = dataset.map_batches(
+            _stage_group_class(group),
+            batch_size=group[0].batch_size,
+            batch_format="pyarrow",
+            compute=_pool(group, len(rows)),
+            **_remote_args(group[0].resources),
+        )
+    try:
+        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+    except ray.exceptions.RayActorError as error:
+        raise _setup_error_of(error) or error from None
 
 
 def iter_local(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Table]:
@@ -304,13 +313,16 @@ def _annotate_locked(
     with _interrupts_between_commits() as critical:
         try:
             if pending:
-                groups = group_by_declaration(build_stage_specs(config))
-                run_stages = partial(iter_ray, config=config.ray) if executor == "ray" else iter_local
-                for table in run_stages(groups, pending):
-                    with critical():
-                        writer.add(table)
-                    if on_progress:
-                        on_progress(writer.finished_inputs, len(pending))
+                owners = run.resume_state().source_owners  # committed sources keep their ids
+                with _ray_session(config.ray) if executor == "ray" else contextlib.nullcontext():
+                    claims = RayClaims(owners) if executor == "ray" else ClaimsRegistry(owners)
+                    groups = group_by_declaration(build_stage_specs(config, claims, out / "work"))
+                    run_stages = iter_ray if executor == "ray" else iter_local
+                    for table in run_stages(groups, pending):
+                        with critical():
+                            writer.add(table)
+                        if on_progress:
+                            on_progress(writer.finished_inputs, len(pending))
             with critical():
                 writer.close(fed={row["input_path"] for row in pending})
         except KeyboardInterrupt:

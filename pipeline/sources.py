@@ -133,9 +133,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 except json.JSONDecodeError as error:
                     raise SourceError(f"{path}:{number}: not valid JSON ({error.msg})") from None
                 if not isinstance(entry, dict):
-                    raise SourceError(
-                        f"{path}:{number}: expected a JSON object, got {type(entry).__name__}"
-                    )
+                    raise SourceError(f"{path}:{number}: expected a JSON object, got {type(entry).__name__}")
                 yield number, entry
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 text") from None
@@ -294,4 +292,3 @@ def list_sources(specs: list[SourceSpec]) -> list[Row]:
             seen.add(row["input_path"])
             rows.append(row)
     return rows
-

@@ -13,13 +13,19 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
+from annotate.consistency import SpeakerConsistencyStage
+from annotate.cut import CutStage
+from annotate.ingest import IngestStage, SourceClaims
 from annotate.measure import MeasureStage
-from annotate.segment import SileroSegmenter
+from annotate.segmenters import SegmentStage
+from annotate.separate import SeparateStage
 from annotate.transcribe import WhisperTranscriber
+from pipeline.claims import ClaimsRegistry
 from pipeline.config import SEGMENTS_PER_BATCH, SOURCES_PER_BATCH, RunConfig, StageResources
 from pipeline.errors import UsageError
 from verify.rules import RulesVerifier
@@ -46,11 +52,31 @@ class StageSpec:
         return SOURCES_PER_BATCH if self.takes == "sources" else SEGMENTS_PER_BATCH
 
 
-def build_stage_specs(config: RunConfig) -> list[StageSpec]:
+def build_stage_specs(
+    config: RunConfig, claims: SourceClaims | None = None, work_dir: Path | None = None
+) -> list[StageSpec]:
+    """The run's stages in order. `claims` is the run's source registry (pipeline.claims; default: a new
+    one in this process); `work_dir` the run's scratch folder (separated vocals go to its `separated/`
+    unless the config names a folder)."""
+    claims = ClaimsRegistry({}) if claims is None else claims
+
     def spec(name: str, build: Callable[[], BatchStage], takes: Takes = "segments") -> StageSpec:
         return StageSpec(name, build, config.ray.declaration(name), takes)
 
-    specs = [spec("segment", partial(SileroSegmenter, config.segment), takes="sources")]
+    specs = [spec("ingest", partial(IngestStage, claims), takes="sources")]
+    if config.separate.backend == "demucs":
+        assert config.separate.demucs is not None  # the config's validator saw to it
+        separated = config.separate.work_dir or (work_dir and work_dir / "separated")
+        if separated is None:
+            raise UsageError("separation needs a scratch folder: set separate.work_dir")
+        specs.append(
+            spec("separate", partial(SeparateStage, config.separate.demucs, separated), takes="sources")
+        )
+    specs.append(spec("segment", partial(SegmentStage, config.segment), takes="sources"))
+    if config.speaker_consistency.enabled:
+        build_consistency = partial(SpeakerConsistencyStage, config.speaker_consistency)
+        specs.append(spec("speaker_consistency", build_consistency, takes="sources"))
+    specs.append(spec("cut", partial(CutStage, config.segment.decode_block_s), takes="sources"))
     if config.asr.backend == "whisper":
         specs.append(spec("transcribe", partial(WhisperTranscriber, config.asr.whisper)))
     return [

@@ -43,7 +43,7 @@ def test_an_unknown_stage_name_is_an_error_naming_the_known_ones():
         parse_config({"ray": {"stages": {"captoin": {"num_cpus": 1}}}})
     message = str(caught.value)
     assert "invalid value for 'ray.stages'" in message and "unknown stage 'captoin'" in message
-    assert "segment, transcribe, measure, caption, verify" in message
+    assert "ingest, separate, segment, speaker_consistency, cut, transcribe, measure, caption, verify" in message
 
 
 @pytest.mark.parametrize(
@@ -66,29 +66,29 @@ def _names(groups: list[list[StageSpec]]) -> list[list[str]]:
 
 def test_consecutive_stages_with_equal_declarations_share_a_pool():
     assert _names(group_by_declaration(build_stage_specs(parse_config({})))) == [
-        ["segment", "measure", "caption", "verify"]
+        ["ingest", "segment", "cut", "measure", "caption", "verify"]
     ]
     gpu = {"num_gpus": 0.5, "batch_size": 4}
     config = parse_config({"ray": {"stages": {"caption": gpu}}})
     assert _names(group_by_declaration(build_stage_specs(config))) == [
-        ["segment", "measure"],
+        ["ingest", "segment", "cut", "measure"],
         ["caption"],
         ["verify"],  # equal to the default again, but not next to the other default stages
     ]
     config = parse_config({"ray": {"stages": {"caption": gpu, "verify": gpu}}})
     assert _names(group_by_declaration(build_stage_specs(config))) == [
-        ["segment", "measure"],
+        ["ingest", "segment", "cut", "measure"],
         ["caption", "verify"],
     ]
 
 
-def test_the_cluster_config_gives_segmentation_an_autoscaling_pool_of_its_own():
+def test_the_cluster_config_gives_the_source_level_stages_an_autoscaling_pool_of_their_own():
     from pipeline.config import load_config
     from tests.conftest import REPO
 
     config = load_config(REPO / "configs" / "cpu-cluster.yaml")
     groups = group_by_declaration(build_stage_specs(config))
-    assert _names(groups) == [["segment"], ["measure", "caption", "verify"]]
+    assert _names(groups) == [["ingest", "segment", "cut"], ["measure", "caption", "verify"]]
     assert groups[0][0].resources.concurrency == (1, 8) and groups[1][0].resources.concurrency is None
 
 
@@ -96,18 +96,15 @@ def test_batch_size_defaults_to_one_source_or_a_chunk_of_segments_unless_declare
     specs = {
         s.name: s for s in build_stage_specs(parse_config({"ray": {"stages": {"verify": {"batch_size": 5}}}}))
     }
-    assert (specs["segment"].batch_size, specs["measure"].batch_size, specs["verify"].batch_size) == (
-        1,
-        32,
-        5,
-    )
+    batch_sizes = {name: spec.batch_size for name, spec in specs.items()}
+    assert batch_sizes == {"ingest": 1, "segment": 1, "cut": 1, "measure": 32, "caption": 32, "verify": 5}
 
 
 def test_every_stage_built_is_a_known_stage_in_pipeline_order():
     specs = build_stage_specs(parse_config({"asr": {"backend": "whisper"}}))
     names = [spec.name for spec in specs]
     assert names == sorted(names, key=STAGE_NAMES.index)
-    assert names == ["segment", "transcribe", "measure", "caption", "verify"]
+    assert names == ["ingest", "segment", "cut", "transcribe", "measure", "caption", "verify"]
     assert all(spec.build.func.name == spec.name for spec in specs)  # the row's error_stage is its name
 
 
@@ -315,7 +312,7 @@ def test_two_pools_with_different_declarations_get_their_own_resources(ray_clust
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         sources = [{"input_path": f"in{i}", "status": STATUS_OK} for i in range(4)]
-        tables = list(iter_ray(groups, sources, RayConfig()))
+        tables = list(iter_ray(groups, sources))
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     reports = [json.loads(value) for table in tables for value in table["metadata"].to_pylist()]

@@ -1,8 +1,11 @@
-"""Segmentation: the planner (property-tested), block-wise cutting, and silero on real espeak speech."""
+"""Segmentation: the planner (property-tested), block-wise cutting, and the ingest → segment → cut
+stages with silero on real espeak speech."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -12,15 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annotate.audio import SAMPLE_RATE, content_id, decode_flac, read_mono_16k
+from annotate.base import Row
+from annotate.cut import CutStage
+from annotate.ingest import IngestStage
 from annotate.segment import (
     FRAME_SAMPLES,
+    FrameScores,
     SegmenterConfig,
-    SileroSegmenter,
     Span,
     cut_segments,
-    plan_segments,
+    plan_regions,
     segment_id,
 )
+from annotate.segmenters import SegmentConfig, SegmentStage
+from pipeline.claims import ClaimsRegistry
 from tests.conftest import speak
 
 SR = SAMPLE_RATE
@@ -36,6 +44,36 @@ def flat_probs(seconds: float, value: float = 0.9) -> np.ndarray:
 
 def frame_of(seconds: float) -> int:
     return s(seconds) // FRAME_SAMPLES
+
+
+@dataclass(frozen=True)
+class Plan:
+    segments: list[Span]
+    dropped_speech_s: float
+
+
+def plan_segments(regions: list[Span], probs: np.ndarray, config: SegmenterConfig) -> Plan:
+    """The planner on regions with silero-like frame scores, as the silero backend calls it."""
+    kept, short = plan_regions(regions, FrameScores(probs), config.min_s, config.max_s, config.merge_gap_s)
+    return Plan(kept, sum(p.end - p.start for piece in short for p in piece) / SR)
+
+
+class Segmenter:
+    """The source-level stages a run starts with (ingest, segment, cut), one source at a time."""
+
+    def __init__(self, config: SegmentConfig) -> None:
+        self.ingest = IngestStage(ClaimsRegistry({}))
+        self.segment = SegmentStage(config)
+        self.cut = CutStage(config.decode_block_s)
+        self.segment.setup()
+
+    def stream(self, row: Row) -> Iterator[Row]:
+        [ingested] = self.ingest([row])
+        [planned] = self.segment([ingested])
+        return self.cut.stream(planned)
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        return [out for row in rows for out in self.stream(row)]
 
 
 def covered_speech(regions: list[Span], segments: list[Span]) -> int:
@@ -248,9 +286,7 @@ def spoken_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmenter():
-    segmenter = SileroSegmenter(SegmenterConfig())
-    segmenter.setup()
-    return segmenter
+    return Segmenter(SegmentConfig())
 
 
 def test_silero_segments_speech_with_boundaries_in_the_silences(spoken_file, segmenter):
@@ -309,14 +345,17 @@ def test_a_lone_short_word_is_speech_too_short_with_its_speech_counted_as_droppe
     word = read_mono_16k(speak(tmp_path / "yes.wav", "Yes."))
     path = tmp_path / "short.wav"
     sf.write(path, np.concatenate([np.zeros(s(2)), word, np.zeros(s(3))]), SR, subtype="PCM_16")
-    [row] = segmenter.stream({"input_path": str(path)})
+    dropped, row = segmenter.stream({"input_path": str(path)})
+    assert dropped["status"] == "dropped" and dropped["drop_reason"] == "too_short"
+    assert dropped["drop_stage"] == "segment" and dropped["audio"] is None
+    assert 1.5 < dropped["start_s"] < dropped["end_s"] < 3.5
     assert row["status"] == "end" and row["outcome"] == "speech_too_short"
     assert 0.1 < row["dropped_speech_s"] < 2.0
 
 
 def test_a_source_id_from_the_manifest_names_the_segments(tmp_path):
     path = speak(tmp_path / "s.wav", "The library opens at nine every weekday morning, rain or shine.")
-    segmenter = SileroSegmenter(SegmenterConfig(min_s=1.0, max_s=30.0))
+    segmenter = Segmenter(SegmentConfig(min_s=1.0, max_s=30.0))
     row, end = segmenter.stream({"input_path": str(path), "source_id": "take-7"})
     assert row["source_id"] == "take-7" and row["segment_id"].startswith("take-7_")
     assert end["source_id"] == "take-7" and end["status"] == "end"

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import annotate.segment
-from annotate.segment import SegmenterConfig, SileroSegmenter
+import annotate.cut
 from pipeline.config import RunConfig
 from pipeline.stages import StageChain, build_stage_specs
 from tests.conftest import SENTENCES, speak
@@ -64,7 +63,7 @@ def test_a_long_source_streams_in_small_chunks_with_bounded_memory(sources):
 
 
 def test_a_cut_that_breaks_halfway_fails_the_remaining_segments(long_source, monkeypatch):
-    real_cut = annotate.segment.cut_segments
+    real_cut = annotate.cut.cut_segments
 
     def breaks_after_two(blocks, segments):
         for index, item in enumerate(real_cut(blocks, segments)):
@@ -72,8 +71,9 @@ def test_a_cut_that_breaks_halfway_fails_the_remaining_segments(long_source, mon
                 raise OSError("disk vanished")
             yield item
 
-    monkeypatch.setattr(annotate.segment, "cut_segments", breaks_after_two)
-    *rows, end = SileroSegmenter(SegmenterConfig()).stream({"input_path": long_source})
+    monkeypatch.setattr(annotate.cut, "cut_segments", breaks_after_two)
+    source_stages = StageChain([spec for spec in build_stage_specs(RunConfig()) if spec.takes == "sources"])
+    *rows, end = source_stages([{"input_path": long_source, "status": "ok"}])
     assert len(rows) > 2 and end["status"] == "end" and end["outcome"] == "segmented"
     assert [row["status"] for row in rows[:2]] == ["ok", "ok"]
     assert {(row["status"], row["error_type"], row["error_message"]) for row in rows[2:]} == {
@@ -87,5 +87,5 @@ def test_a_source_that_cannot_be_read_is_one_failed_row(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     [[row]] = list(chain.stream([{"input_path": str(bad), "status": "ok"}], chunk_rows=4))
-    assert row["status"] == "failed" and row["error_stage"] == "segment"
+    assert row["status"] == "failed" and row["error_stage"] == "ingest"  # before any model sees it
     assert row["error_type"] == "AudioDecodeError" and row.get("segment_id") is None

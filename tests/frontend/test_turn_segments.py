@@ -9,18 +9,15 @@ from hypothesis import strategies as st
 
 from annotate.audio import SAMPLE_RATE
 from annotate.diarize import (
-    DROP_OVERLAP,
-    DROP_TOO_SHORT,
     NO_SPEECH,
     OVERLAP,
-    DroppedSpeech,
     FrameGrid,
-    PlannedSegment,
     SourceTurns,
     SpeakerTurn,
     frame_turns,
     plan_turn_segments,
 )
+from annotate.plan import DROP_OVERLAP, DROP_TOO_SHORT, DroppedSpeech, PlannedSegment
 from annotate.segment import FrameScores
 
 
