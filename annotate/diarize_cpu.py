@@ -149,10 +149,21 @@ class CpuDiarizerConfig(StrictConfig):
     )
     linkage: Literal["average", "complete", "single"] = "average"
     threshold: Annotated[float, Field(gt=0, lt=2)] = Field(
-        default=0.26, description="Cosine distance at which agglomerative clustering stops merging."
+        default=0.2, description="Cosine distance at which agglomerative clustering stops merging."
+    )
+    merge_centroids_below: Annotated[float, Field(ge=0, lt=2)] = Field(
+        default=0.12,
+        description="After clustering, clusters whose centroids are closer (cosine distance) are one "
+        "speaker: centroids of many windows are steadier than single 1-5 s embeddings.",
     )
     min_cluster_size: Annotated[int, Field(ge=1)] = Field(
         default=3, description="Smaller clusters join their nearest large one (if any cluster is large)."
+    )
+    min_cluster_share: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.05,
+        description="Clusters holding a smaller share of the embeddings join their nearest large one too: "
+        "on long sources a voice splits into a few small clusters at any threshold low enough to keep "
+        "two similar voices apart.",
     )
     max_clustered: Annotated[int, Field(ge=2)] = Field(
         default=3000,
@@ -232,11 +243,26 @@ class CpuDiarizer:
         tree = linkage(embeddings[chosen], method=config.linkage, metric="cosine")
         first = fcluster(tree, t=config.threshold, criterion="distance") - 1
         sizes = np.bincount(first)
-        large = np.flatnonzero(sizes >= config.min_cluster_size)
+        large = np.flatnonzero(sizes >= max(config.min_cluster_size, config.min_cluster_share * len(chosen)))
         keep = large if large.size else np.arange(sizes.size)
-        centroids = np.stack([embeddings[chosen][first == c].mean(axis=0) for c in keep])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-        return np.argmax(embeddings @ centroids.T, axis=1)
+        kept = np.full(first.shape, -1)
+        for index, cluster in enumerate(keep):
+            kept[first == cluster] = index
+        centroids = _centroids(embeddings[chosen], kept, keep.size)
+        return self._merge_close(embeddings, np.argmax(embeddings @ centroids.T, axis=1))
+
+    def _merge_close(self, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Join the two clusters with the closest centroids while they are closer than the setting."""
+        while labels.max() > 0:
+            centroids = _centroids(embeddings, labels, int(labels.max()) + 1)
+            distance = 1.0 - centroids @ centroids.T
+            np.fill_diagonal(distance, np.inf)
+            keep, join = sorted(np.unravel_index(np.argmin(distance), distance.shape))
+            if distance[keep, join] >= self.config.merge_centroids_below:
+                break
+            labels = np.where(labels == join, keep, labels)
+            labels = np.unique(labels, return_inverse=True)[1]
+        return labels
 
     def _label_speech(
         self,
@@ -280,3 +306,9 @@ class CpuDiarizer:
                     nearest = np.where(unknown - left <= right - unknown, position - 1, position)
                 out[unknown] = out[anchors[nearest]]
         return out
+
+
+def _centroids(embeddings: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Unit-norm mean embedding of each label 0..count-1 (labels outside that range are ignored)."""
+    centroids = np.stack([embeddings[labels == c].mean(axis=0) for c in range(count)])
+    return centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
