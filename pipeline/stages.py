@@ -95,8 +95,8 @@ def group_by_declaration(specs: list[StageSpec]) -> list[list[StageSpec]]:
 class StageChain:
     """Set up a group of stages once; run them in order on each batch, isolating failing rows.
 
-    Only rows with status ok enter a stage; the others pass through. If a stage fails on a batch,
-    it is retried row by row so one bad input costs one failure row, not the batch.
+    Only rows with status ok enter a stage; the others pass through, in place. If a stage fails on a
+    batch, it is retried row by row so one bad input costs one failure row, not the batch.
     """
 
     def __init__(self, specs: list[StageSpec]) -> None:
@@ -142,10 +142,14 @@ class StageChain:
 
     @staticmethod
     def _run(stages: list[tuple[str, BatchStage]], rows: list[Row]) -> list[Row]:
+        # Rows keep their order (the writer relies on a source's rows arriving by start): each run of
+        # consecutive ok rows goes through the stage, the rows between runs pass where they are.
         for name, stage in stages:
-            active = [row for row in rows if _is_ok(row)]
-            passive = [row for row in rows if not _is_ok(row)]
-            rows = StageChain._isolated(name, stage, active) + passive
+            out: list[Row] = []
+            for ok, grouped in itertools.groupby(rows, key=_is_ok):
+                run = list(grouped)
+                out.extend(StageChain._isolated(name, stage, run) if ok else run)
+            rows = out
         return rows
 
     @staticmethod

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import pytest
 
-from annotate.base import STATUS_OK, Row, end_row
-from pipeline.config import STAGE_NAMES, ConfigError, RayConfig, StageResources, parse_config
+from annotate.base import STATUS_OK, Row, dropped_row, end_row
+from pipeline.config import STAGE_NAMES, ConfigError, StageResources, parse_config
 from pipeline.stages import StageChain, StageSpec, build_stage_specs, group_by_declaration
 from tests.conftest import RAY_TEST_RESOURCE
 
@@ -43,7 +43,9 @@ def test_an_unknown_stage_name_is_an_error_naming_the_known_ones():
         parse_config({"ray": {"stages": {"captoin": {"num_cpus": 1}}}})
     message = str(caught.value)
     assert "invalid value for 'ray.stages'" in message and "unknown stage 'captoin'" in message
-    assert "ingest, separate, segment, speaker_consistency, cut, transcribe, measure, caption, verify" in message
+    assert (
+        "ingest, separate, segment, speaker_consistency, cut, transcribe, measure, caption, verify" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,6 +227,31 @@ def test_two_streaming_stages_in_one_group_both_stream():
     ok = [row["segment_id"] for chunk in chunks for row in chunk if row["status"] == STATUS_OK]
     assert ok == [f"{sid}_{i}" for sid in ("s_0", "s_1", "s_2") for i in range(2)]
     assert [row["status"] for chunk in chunks for row in chunk][-1] == "end"
+
+
+class DropOdd(Recorder):
+    """A batch stage on segments: drops every segment with an odd start, as a filter stage does."""
+
+    name: ClassVar[str] = "drop_odd"
+
+    def setup(self) -> None: ...
+
+    def teardown(self) -> None: ...
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        return [dropped_row(row, self.name, "odd") if row["start_s"] % 2 else row for row in rows]
+
+
+def test_rows_a_stage_drops_keep_their_place_among_the_rows_later_stages_process():
+    chain = StageChain(
+        [_spec(Tag, "sources"), _spec(partial(Split, 5), "sources"), _spec(DropOdd), _spec(Count)]
+    )
+    [rows] = list(chain.stream([{"input_path": "a", "status": STATUS_OK}], chunk_rows=10))
+    assert [(row.get("start_s"), row["status"]) for row in rows] == [
+        (0.0, "ok"), (1.0, "dropped"), (2.0, "ok"), (3.0, "dropped"), (4.0, "ok"), (None, "end"),
+    ]  # fmt: skip
+    assert [row.get("transcript") for row in rows if row["status"] == "ok"] == ["counted"] * 3
+    assert Recorder.log[-3:] == ["count 1", "count 1", "count 1"]  # each run of ok rows in its place
 
 
 def test_teardown_runs_last_stage_first_and_the_local_executor_tears_down(chain, tmp_path):
