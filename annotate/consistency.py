@@ -75,18 +75,20 @@ class SpeakerConsistencyStage:
         return {**row, PLAN_KEY: plan.with_drops(drops, kept).to_json()}
 
     def _embed(self, path: str, spans: list[Span]) -> np.ndarray:
-        rows: list[np.ndarray] = []
+        embedded: list[np.ndarray] = []
         batch: list[np.ndarray] = []
-        for span, wave in cut_segments(iter_mono_16k(path, self.config.decode_block_s), spans):
-            if span != spans[len(rows) + len(batch)]:
+        for index, (span, wave) in enumerate(
+            cut_segments(iter_mono_16k(path, self.config.decode_block_s), spans)
+        ):
+            if span != spans[index]:
                 raise EOFError("the audio ended inside a planned segment (did the file change?)")
             batch.append(wave)
             if len(batch) == self.config.embed_batch:
-                rows.append(self._embedder.embed(batch))
+                embedded.append(self._embedder.embed(batch))
                 batch = []
         if batch:
-            rows.append(self._embedder.embed(batch))
-        embedded = sum(len(r) for r in rows)
-        if embedded != len(spans):
-            raise EOFError(f"the audio ended after {embedded} of {len(spans)} planned segments")
-        return np.concatenate(rows)
+            embedded.append(self._embedder.embed(batch))
+        count = sum(len(rows) for rows in embedded)
+        if count != len(spans):
+            raise EOFError(f"the audio ended after {count} of {len(spans)} planned segments")
+        return np.concatenate(embedded)
