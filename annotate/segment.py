@@ -21,6 +21,7 @@ from annotate.base import (
     OUTCOME_SPEECH_TOO_SHORT,
     STATUS_OK,
     Row,
+    StreamingStage,
     StrictConfig,
     end_row,
     failed_row,
@@ -218,7 +219,7 @@ def cut_segments(blocks: Iterable[np.ndarray], segments: Sequence[Span]) -> Iter
         yield Span(current.start, offset), np.concatenate(parts)
 
 
-class SileroSegmenter:
+class SileroSegmenter(StreamingStage):
     """Source rows in; each source's segment rows out, then its end row (see annotate.base)."""
 
     name: ClassVar[str] = "segment"
