@@ -267,7 +267,7 @@ def annotate(
         raise UsageError("no inputs: give --input or list sources in the config")
     rows = list_sources(specs)  # before touching `out`: a bad input leaves no run directory behind
     stage_specs = build_stage_specs(config)
-    contract = ShardContract.of(stage_specs)  # and a column conflict between stages
+    contract = ShardContract.of(stage_specs)  # a column conflict between stages too
     out = Path(out)
     _prepare_out(out)
     lock = RunLock(out, command_line(), config.lock.heartbeat_s, config.lock.stale_after_s)

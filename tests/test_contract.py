@@ -274,3 +274,15 @@ def test_annotate_refuses_to_extend_a_run_of_another_column_set_or_major_version
         == f"{tmp_path} holds contract 1.1 shards, this stylecaps writes {CONTRACT_VERSION}: use a new --out"
     )
     assert len(listed_shards(tmp_path)) == 1  # nothing was added
+
+
+def test_annotate_stops_on_a_column_conflict_before_making_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        AcousticCaptioner, "columns", (*AcousticCaptioner.columns, pa.field("tags", pa.string()))
+    )
+    clip = str(EXAMPLES / "corpus" / "espeak_en-us_m3_p50_s110_a100_13.flac")
+    with pytest.raises(
+        ColumnConflictError, match=r"^stage 'measure' and stage 'caption' both declare shard column 'tags'"
+    ):
+        annotate(RunConfig(), tmp_path / "run", inputs=[clip], executor="local")
+    assert not (tmp_path / "run").exists()
