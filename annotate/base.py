@@ -4,7 +4,8 @@ vocabulary (statuses, outcomes, failed and end-of-source rows), defined here and
 A stage is a plain object: built from its config, `setup()` loads models once per worker, calling it
 maps a batch of row dicts to rows (it may emit more or fewer rows than it got), and `teardown()`
 releases what setup took when the worker shuts down (GPU memory, sessions, files). Row keys
-are the stream columns of `pipeline.contract`; a stage reads the keys it needs and adds its own.
+are the stream columns of `pipeline.contract`; a stage reads the keys it needs and adds its own, which
+it declares as Arrow fields in `columns` (a key no stage declares never reaches the shards).
 
 Rows of one source travel in order: its segment rows, by increasing start, then exactly one end row
 (status `end`) that carries the source's outcome. A source that fails before it has segments is one
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 Row = dict[str, Any]
@@ -85,7 +87,11 @@ class StrictConfig(BaseModel):
 
 
 class BatchStage(Protocol):
+    """Stage classes subclass it (or StreamingStage), so one that adds no shard column inherits `columns`."""
+
     name: ClassVar[str]
+    # The shard columns the stage adds to the core ones (pipeline.contract.CORE_COLUMNS).
+    columns: ClassVar[tuple[pa.Field, ...]] = ()
 
     def setup(self) -> None: ...
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import random
 from typing import Annotated, Any, ClassVar
 
+import pyarrow as pa
 from pydantic import Field
 
-from annotate.base import Row, StrictConfig
+from annotate.base import BatchStage, Row, StrictConfig
+from annotate.caption_types import CAPTIONS_COLUMN
 from annotate.phrasing import PROMPT_HASH, PROMPT_ID, fine_caption, global_caption
 from annotate.tags import StyleTags
 
@@ -41,8 +43,9 @@ def caption_record(text: str, granularity: str, view: int, seed: int) -> dict[st
     }
 
 
-class AcousticCaptioner:
+class AcousticCaptioner(BatchStage):
     name: ClassVar[str] = "caption"
+    columns: ClassVar[tuple[pa.Field, ...]] = (CAPTIONS_COLUMN,)
 
     def __init__(self, config: AcousticCaptionerConfig) -> None:
         self.config = config

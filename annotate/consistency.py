@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Annotated, ClassVar
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field
 
 from annotate.audio import iter_mono_16k
-from annotate.base import Row, StrictConfig, audio_path_of
+from annotate.base import BatchStage, Row, StrictConfig, audio_path_of
 from annotate.plan import DROP_SPEAKER_INCONSISTENT, PLAN_KEY, DroppedSpeech, plan_of
 from annotate.segment import Span, cut_segments
 from annotate.speakers import SpeakerEmbedder, SpeakerEmbedderConfig, consistency_scores
@@ -35,8 +36,9 @@ class SpeakerConsistencyConfig(StrictConfig):
     decode_block_s: Annotated[float, Field(gt=0)] = 60.0
 
 
-class SpeakerConsistencyStage:
+class SpeakerConsistencyStage(BatchStage):
     name: ClassVar[str] = "speaker_consistency"
+    columns: ClassVar[tuple[pa.Field, ...]] = (pa.field("speaker_similarity", pa.float64()),)
 
     def __init__(self, config: SpeakerConsistencyConfig) -> None:
         self.config = config

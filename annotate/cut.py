@@ -22,6 +22,7 @@ from annotate.base import (
     OUTCOME_SPEECH_TOO_SHORT,
     STATUS_OK,
     Row,
+    StreamingStage,
     audio_path_of,
     dropped_row,
     end_row,
@@ -31,7 +32,7 @@ from annotate.plan import DROP_TOO_SHORT, PLAN_KEY, DroppedSpeech, PlannedSegmen
 from annotate.segment import Span, cut_segments, segment_id
 
 
-class CutStage:
+class CutStage(StreamingStage):
     name: ClassVar[str] = "cut"
 
     def __init__(self, decode_block_s: float) -> None:
@@ -98,7 +99,8 @@ def _row(source: Row, item: PlannedSegment | DroppedSpeech) -> Row:
         "end_s": span.end / SAMPLE_RATE,
         "duration_s": span.seconds,
         "speaker": source.get("speaker") or item.speaker,
-        "speaker_similarity": item.similarity if isinstance(item, PlannedSegment) else None,
+        # speaker_consistency's column: set only where that stage scored the segment
+        **({"speaker_similarity": item.similarity} if getattr(item, "similarity", None) is not None else {}),
     }
 
 

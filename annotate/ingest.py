@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol
 
 from annotate.audio import content_id, iter_mono_16k
-from annotate.base import Row, failed_row
+from annotate.base import BatchStage, Row, failed_row
 
 DUPLICATE_SOURCE = "DuplicateSource"
 _PROBE_BLOCK_S = 1.0  # decoding the first second catches an unreadable format, cheaply
@@ -23,7 +23,7 @@ class SourceClaims(Protocol):
         ...
 
 
-class IngestStage:
+class IngestStage(BatchStage):
     name: ClassVar[str] = "ingest"
 
     def __init__(self, claims: SourceClaims) -> None:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 
 from annotate.acoustics import FEATURE_NAMES, AcousticFeatures, AcousticsConfig, measure
 from annotate.audio import decode_flac
-from annotate.base import Row, StrictConfig
+from annotate.base import BatchStage, Row, StrictConfig
 from annotate.gender import Gender, GenderConfig, decide, estimate
-from annotate.tags import GenderSource, StyleTags, TagBins, tag
+from annotate.tags import TAG_NAMES, GenderSource, StyleTags, TagBins, tag
 
 
 class MeasureConfig(StrictConfig):
@@ -42,6 +43,7 @@ class Measurements:
 
 
 MEASUREMENT_NAMES = (*FEATURE_NAMES, "female_probability", "gender_confidence")
+TAGS_TYPE = pa.struct([pa.field(name, pa.string()) for name in TAG_NAMES])
 
 
 def measure_segment(wave: np.ndarray, given_gender: str | None, config: MeasureConfig) -> Measurements:
@@ -61,8 +63,12 @@ def interpret(features: AcousticFeatures, given_gender: str | None, config: Meas
     return Measurements(features, estimated.female_probability, confidence, tags)
 
 
-class MeasureStage:
+class MeasureStage(BatchStage):
     name: ClassVar[str] = "measure"
+    columns: ClassVar[tuple[pa.Field, ...]] = (
+        *(pa.field(name, pa.float64()) for name in MEASUREMENT_NAMES),
+        pa.field("tags", TAGS_TYPE),
+    )
 
     def __init__(self, config: MeasureConfig) -> None:
         self.config = config

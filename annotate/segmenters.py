@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from annotate.audio import SAMPLE_RATE, iter_mono_16k
-from annotate.base import Row, audio_path_of
+from annotate.base import BatchStage, Row, audio_path_of
 from annotate.diarize import SourceTurns, plan_turn_segments
 from annotate.diarize_cpu import CpuDiarizer, CpuDiarizerConfig, PyannoteVAD
 from annotate.diarize_pipeline import PyannotePipelineConfig, PyannotePipelineDiarizer
@@ -48,7 +48,7 @@ class SegmentConfig(SegmenterConfig):
         return self
 
 
-class SegmentStage:
+class SegmentStage(BatchStage):
     """Source rows in, the same rows out with their segment plan, duration and unsegmented speech."""
 
     name: ClassVar[str] = "segment"

@@ -24,7 +24,7 @@ import soxr
 from pydantic import Field, model_validator
 
 from annotate.audio import SAMPLE_RATE, iter_audio
-from annotate.base import Row, StrictConfig
+from annotate.base import BatchStage, Row, StrictConfig
 
 VOCALS = "vocals"
 
@@ -203,7 +203,7 @@ class SeparateConfig(StrictConfig):
         return self
 
 
-class SeparateStage:
+class SeparateStage(BatchStage):
     """Source rows in; the same rows out with `audio_path` set to their vocals (16 kHz mono FLAC), which
     every later stage decodes instead of the input (annotate.base.audio_path_of)."""
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from annotate.audio import decode_flac
-from annotate.base import Row, StrictConfig
+from annotate.base import BatchStage, Row, StrictConfig
 
 BUNDLED_TINY_EN = "bundled:tiny.en"
 
@@ -45,7 +45,7 @@ def model_path(model: str) -> str:
     return str(Path(spec.submodule_search_locations[0]) / "model")
 
 
-class WhisperTranscriber:
+class WhisperTranscriber(BatchStage):  # fills the core `transcript`: no column of its own
     name: ClassVar[str] = "transcribe"
 
     def __init__(self, config: WhisperConfig) -> None:

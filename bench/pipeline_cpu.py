@@ -53,7 +53,7 @@ from pipeline.contract import (
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
-    shard_schema_with_metadata,
+    ShardContract,
 )
 from pipeline.rundir import RunDirectory
 from pipeline.runner import Executor, RunReport, _init_ray
@@ -150,9 +150,13 @@ def shard_digests(out: Path) -> list[str]:
     return [shard["sha256"] for shard in manifest["shards"]]
 
 
-def read_shards(out: Path) -> pa.Table:
+def run_contract(config: RunConfig) -> ShardContract:
+    return ShardContract.of(build_stage_specs(config))
+
+
+def read_shards(out: Path, config: RunConfig) -> pa.Table:
     paths = sorted((out / "shards").glob("part-*.parquet"))
-    schema = shard_schema_with_metadata()
+    schema = run_contract(config).parquet_schema
     return pa.concat_tables([pq.read_table(p).cast(schema) for p in paths])
 
 
@@ -223,7 +227,7 @@ def warm_driver(config: RunConfig) -> float:
     with stopwatch() as elapsed:
         for group in group_by_declaration(build_stage_specs(config)):
             StageChain(group)
-        shard_schema_with_metadata()
+        _ = run_contract(config).parquet_schema
     return elapsed()
 
 
@@ -296,10 +300,10 @@ Writer = Callable[[], int]
 def write_ours(table: pa.Table, root: Path, config: RunConfig, fsync: bool) -> Writer:
     """The writer's path: one commit of the table as a shard (+ journal, manifest) into a run directory
     opened beforehand (opening a run directory is a once-per-run cost, not writing throughput)."""
-    run = RunDirectory.open(root, config.processing_hash(), {}, fsync)
+    run = RunDirectory.open(root, config.processing_hash(), {}, run_contract(config), fsync)
 
     def commit() -> int:
-        shard = run.new_shard(table.schema, config.write.row_group_rows, config.write.compression)
+        shard = run.new_shard(config.write.row_group_rows, config.write.compression)
         shard.append(table)
         entry = run.commit(
             shard,
@@ -317,10 +321,10 @@ def write_ours(table: pa.Table, root: Path, config: RunConfig, fsync: bool) -> W
 
 def write_shard_only(table: pa.Table, root: Path, config: RunConfig) -> Writer:
     """Diagnostic: only the shard file of a commit (hashing sink, fsync, rename), no journal or manifest."""
-    run = RunDirectory.open(root, config.processing_hash(), {}, True)
+    run = RunDirectory.open(root, config.processing_hash(), {}, run_contract(config), True)
 
     def shard() -> int:
-        shard_file = run.new_shard(table.schema, config.write.row_group_rows, config.write.compression)
+        shard_file = run.new_shard(config.write.row_group_rows, config.write.compression)
         shard_file.append(table)
         entry = shard_file.finish()
         shard_file.temporary.replace(shard_file.final)
@@ -600,7 +604,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ray.shutdown()
 
     first_ray = next(n for n, e in enumerate(pair_orders(args.pairs)) if e == "ray")
-    table = read_shards(workdir / "runs" / f"{first_ray:02d}-ray")
+    table = read_shards(workdir / "runs" / f"{first_ray:02d}-ray", config)
     tables = {"as produced": table, f"tiled to >= {args.tile_mb:g} MB": tile(table, args.tile_mb)}
     writes = {}
     for label, data in tables.items():

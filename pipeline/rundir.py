@@ -19,6 +19,8 @@ into place and only then rewrites manifest.json (itself through a rename): the m
 commit point. Before the manifest is replaced, the writer checks it still holds the run's lock. Opening
 a run directory (always under its lock) removes every file under shards/ and journal/ that the manifest
 does not list: the leftovers of an interrupted commit. Readers read the shards the manifest lists.
+Every shard of a run has one schema: a run whose shards have another contract major version or another
+column set than this invocation's stages make is not extended.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from pipeline.contract import (
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
+    ShardContract,
+    same_major,
 )
 from pipeline.errors import UsageError
 from pipeline.lock import LOCK_NAME
@@ -209,11 +213,13 @@ class RunDirectory:
         root: Path,
         commits: list[Commit],
         manifest: dict[str, Any],
+        contract: ShardContract,
         fsync: bool,
         fence: Callable[[], None] | None,
     ) -> None:
         self.root = root
         self.commits = commits
+        self.contract = contract  # the schema of every shard this run writes
         self._manifest = manifest
         self._fsync = fsync
         self._fence = fence
@@ -229,6 +235,7 @@ class RunDirectory:
         root: str | Path,
         config_hash: str,
         resolved_config: dict[str, Any],
+        contract: ShardContract,
         fsync: bool = False,
         fence: Callable[[], None] | None = None,
         invocation: dict[str, Any] | None = None,
@@ -244,6 +251,7 @@ class RunDirectory:
                     f"this one is {config_hash}); use a new --out"
                 )
             commits = [Commit.from_manifest(c) for c in manifest["commits"]]
+            _check_extendable(root, manifest, commits, contract)
             manifest = {k: v for k, v in manifest.items() if k not in {"shards", "totals", "commits"}}
         else:
             foreign = [p.name for p in root.iterdir() if p.name not in _OWN_NAMES and p.name[0] != "."]
@@ -265,7 +273,7 @@ class RunDirectory:
             manifest["invocations"] = [*manifest.get("invocations", []), invocation]
         for sub in ("shards", "journal"):
             (root / sub).mkdir(exist_ok=True)
-        run = cls(root, commits, manifest, fsync, fence)
+        run = cls(root, commits, manifest, contract, fsync, fence)
         run._remove_uncommitted()
         _atomic_write_text(root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False), fsync)
         return run
@@ -328,10 +336,10 @@ class RunDirectory:
         }
 
     # -- committing --------------------------------------------------------------------------------------
-    def new_shard(self, schema: pa.Schema, row_group_rows: int, compression: str) -> ShardFile:
+    def new_shard(self, row_group_rows: int, compression: str) -> ShardFile:
         index = sum(1 for c in self.commits if c.shard)
         final = self.root / "shards" / f"part-{index:05d}.parquet"
-        return ShardFile(final, schema, row_group_rows, compression, self._fsync)
+        return ShardFile(final, self.contract.parquet_schema, row_group_rows, compression, self._fsync)
 
     def commit(
         self,
@@ -425,6 +433,37 @@ class RunDirectory:
         if self._fence is not None:
             self._fence()
         self._write_manifest(complete=True)
+
+
+def _check_extendable(
+    root: Path, manifest: dict[str, Any], commits: list[Commit], contract: ShardContract
+) -> None:
+    """Refuse to add shards of another contract major version or column set to a run (readers rely on
+    every shard of a run having one schema)."""
+    version = manifest.get("contract_version", "1.0")
+    if not same_major(version):
+        raise RunDirError(
+            f"{root} holds contract {version} shards, this stylecaps writes {CONTRACT_VERSION}: "
+            "use a new --out"
+        )
+    first = next((root / c.shard["path"] for c in commits if c.shard), None)
+    if first is None:
+        return
+    try:
+        committed = pq.read_schema(first).remove_metadata()
+    except (OSError, pa.ArrowInvalid) as error:
+        raise RunDirError(f"{first}: cannot read its schema ({error}); run stylecaps verify-run") from None
+    if not committed.equals(contract.shard_schema):
+        ours, theirs = set(contract.shard_schema.names), set(committed.names)
+        differences = [
+            *(f"+{name}" for name in contract.shard_schema.names if name not in theirs),
+            *(f"-{name}" for name in committed.names if name not in ours),
+            *(f"~{f.name}" for f in committed if f.name in ours and f != contract.shard_schema.field(f.name)),
+        ]
+        raise RunDirError(
+            f"{root} holds shards with other columns than this config's stages make "
+            f"({', '.join(differences) or 'same names, other order'}): use a new --out"
+        )
 
 
 def _atomic_write_text(path: Path, text: str, fsync: bool) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from annotate.base import STATUS_OK, Row
 from pipeline.claims import ClaimsRegistry, RayClaims
 from pipeline.config import SEGMENTS_PER_BATCH, RayConfig, RunConfig, SourceSpec, StageResources
-from pipeline.contract import stream_table
+from pipeline.contract import ShardContract, stream_table
 from pipeline.errors import StylecapsError, UsageError, describe_os_error
 from pipeline.lock import LockOwner, RunLock, command_line
 from pipeline.rundir import RunDirectory, RunDirError
@@ -53,11 +53,13 @@ class RunReport:
 class _RayStageGroup:
     """Ray Data callable class: one worker of a stage group (set up once, then batch after batch).
 
-    Each group gets a subclass carrying its specs as a class attribute (see `_stage_group_class`): the
-    specs travel with the pickled class, and the actor's name in Ray's logs says which stages it runs.
+    Each group gets a subclass carrying its specs and the run's stream schema as class attributes (see
+    `_stage_group_class`): they travel with the pickled class, and the actor's name in Ray's logs says
+    which stages it runs.
     """
 
     specs: ClassVar[list[StageSpec]] = []
+    schema: ClassVar[pa.Schema]
 
     def __init__(self) -> None:
         self.chain = StageChain(self.specs)
@@ -65,7 +67,7 @@ class _RayStageGroup:
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         # A generator: Ray Data ships each chunk as its own block, so a long source streams out.
         for rows in self.chain.stream(batch.to_pylist(), SEGMENTS_PER_BATCH):
-            yield stream_table(rows)
+            yield stream_table(rows, self.schema)
 
     def __del__(self) -> None:
         # Ray Data 2.60 drops its reference to this object in the actor's __ray_shutdown__, when the
@@ -75,9 +77,9 @@ class _RayStageGroup:
             chain.teardown()
 
 
-def _stage_group_class(specs: list[StageSpec]) -> type[_RayStageGroup]:
+def _stage_group_class(specs: list[StageSpec], schema: pa.Schema) -> type[_RayStageGroup]:
     name = "Stages_" + "_".join(spec.name for spec in specs)
-    return type(name, (_RayStageGroup,), {"specs": specs})
+    return type(name, (_RayStageGroup,), {"specs": specs, "schema": schema})
 
 
 def _init_ray(config: RayConfig) -> bool:
@@ -148,8 +150,9 @@ def _ray_session(config: RayConfig) -> Iterator[None]:
             ray.shutdown()
 
 
-def iter_ray(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Table]:
-    """The stage groups as Ray Data actor pools, one after the other, on a running Ray."""
+def iter_ray(groups: list[list[StageSpec]], rows: list[Row], schema: pa.Schema) -> Iterator[pa.Table]:
+    """The stage groups as Ray Data actor pools, one after the other, on a running Ray; tables of the
+    stream `schema`."""
     import ray
 
     context = ray.data.DataContext.get_current()
@@ -159,11 +162,11 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Tabl
     # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
     context.target_max_block_size = _MAX_BLOCK_BYTES
     rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
-    blocks = [stream_table(rows[i : i + rows_per_block]) for i in range(0, len(rows), rows_per_block)]
+    blocks = [stream_table(rows[i : i + rows_per_block], schema) for i in range(0, len(rows), rows_per_block)]
     dataset = ray.data.from_arrow(blocks)
     for group in groups:
         dataset = dataset.map_batches(
-            _stage_group_class(group),
+            _stage_group_class(group, schema),
             batch_size=group[0].batch_size,
             batch_format="pyarrow",
             compute=_pool(group, len(rows)),
@@ -175,13 +178,14 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Tabl
         raise _setup_error_of(error) or error from None
 
 
-def iter_local(groups: list[list[StageSpec]], rows: list[Row]) -> Iterator[pa.Table]:
-    """The same stage objects in a plain loop, one source at a time (no Ray)."""
+def iter_local(groups: list[list[StageSpec]], rows: list[Row], schema: pa.Schema) -> Iterator[pa.Table]:
+    """The same stage objects in a plain loop, one source at a time (no Ray), as tables of the stream
+    `schema`."""
     chains = [StageChain(group) for group in groups]
     try:
         for row in rows:
             for chunk in _through(chains, [row]):
-                yield stream_table(chunk)
+                yield stream_table(chunk, schema)
     finally:
         for chain in reversed(chains):
             chain.teardown()
@@ -267,6 +271,7 @@ def annotate(
     if not specs:
         raise UsageError("no inputs: give --input or list sources in the config")
     rows = list_sources(specs)  # before touching `out`: a bad input leaves no run directory behind
+    contract = ShardContract.of(build_stage_specs(config))  # a column conflict between stages too
     out = Path(out)
     _prepare_out(out)
     lock = RunLock(out, command_line(), config.lock.heartbeat_s, config.lock.stale_after_s)
@@ -275,7 +280,9 @@ def annotate(
     except OSError as error:
         raise RunDirError(f"cannot lock the run directory {out}: {describe_os_error(error)}") from None
     try:
-        return _annotate_locked(config, out, specs, rows, executor, on_progress, lock, on_open, started)
+        return _annotate_locked(
+            config, out, specs, rows, contract, executor, on_progress, lock, on_open, started
+        )
     finally:
         lock.release()
 
@@ -285,6 +292,7 @@ def _annotate_locked(
     out: Path,
     specs: list[SourceSpec],
     rows: list[Row],
+    contract: ShardContract,
     executor: Executor,
     on_progress: Callable[[int, int], None] | None,
     lock: RunLock,
@@ -297,6 +305,7 @@ def _annotate_locked(
         out,
         config.processing_hash(),
         resolved.model_dump(mode="json"),
+        contract,
         config.write.fsync,
         fence=lock.check,
         invocation=invocation,
@@ -318,7 +327,7 @@ def _annotate_locked(
                     claims = RayClaims(owners) if executor == "ray" else ClaimsRegistry(owners)
                     groups = group_by_declaration(build_stage_specs(config, claims, out / "work"))
                     run_stages = iter_ray if executor == "ray" else iter_local
-                    for table in run_stages(groups, pending):
+                    for table in run_stages(groups, pending, contract.stream_schema):
                         with critical():
                             writer.add(table)
                         if on_progress:

@@ -10,11 +10,13 @@ on each batch, the way Ray Data fuses map operators.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
+
+import pyarrow as pa
 
 from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
 from annotate.captioner import AcousticCaptioner
@@ -41,7 +43,7 @@ Takes = Literal["sources", "segments"]
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    build: Callable[[], BatchStage]
+    build: type[BatchStage] | partial[BatchStage]  # the stage class, or it with its config bound
     resources: StageResources  # the stage's declaration (config.ray.declaration)
     takes: Takes  # what its rows are: whole sources, or the segments cut from them
 
@@ -50,6 +52,12 @@ class StageSpec:
         if self.resources.batch_size is not None:
             return self.resources.batch_size
         return SOURCES_PER_BATCH if self.takes == "sources" else SEGMENTS_PER_BATCH
+
+    @property
+    def columns(self) -> tuple[pa.Field, ...]:
+        """The shard columns the stage declares, read from its class without building it."""
+        stage_class = self.build.func if isinstance(self.build, partial) else self.build
+        return stage_class.columns
 
 
 def build_stage_specs(
@@ -60,7 +68,7 @@ def build_stage_specs(
     unless the config names a folder)."""
     claims = ClaimsRegistry({}) if claims is None else claims
 
-    def spec(name: str, build: Callable[[], BatchStage], takes: Takes = "segments") -> StageSpec:
+    def spec(name: str, build: partial[BatchStage], takes: Takes = "segments") -> StageSpec:
         return StageSpec(name, build, config.ray.declaration(name), takes)
 
     specs = [spec("ingest", partial(IngestStage, claims), takes="sources")]

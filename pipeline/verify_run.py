@@ -20,12 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contract import (
-    CONTRACT_VERSION,
     DROPPED_SCHEMA,
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
-    contract_of,
+    contract_problem,
 )
 from pipeline.lock import lock_holder
 from pipeline.rundir import LAYOUT_VERSION, Commit, read_manifest
@@ -197,9 +196,9 @@ def _reconcile(
     ids: set[str] = set()
     repeats = 0
     for _, path in shards:
-        version = contract_of(pq.read_schema(path))["contract_version"]
-        if version.split(".")[0] != CONTRACT_VERSION.split(".")[0]:
-            check.problems.append(f"{path.name}: contract {version}, this stylecaps reads {CONTRACT_VERSION}")
+        problem = contract_problem(pq.read_schema(path))
+        if problem is not None:
+            check.problems.append(f"{path.name}: {problem}")
         table = pq.read_table(path, columns=["segment_id", "source_id"])
         check.shard_rows += table.num_rows
         found.update(table["source_id"].to_pylist())

@@ -38,9 +38,7 @@ from pipeline.contract import (
     DROPPED_SCHEMA,
     FAILURES_SCHEMA,
     OPEN_SOURCES_SCHEMA,
-    SHARD_SCHEMA,
     SOURCES_SCHEMA,
-    shard_schema_with_metadata,
 )
 from pipeline.rundir import RunDirectory, ShardFile, merge_stats
 
@@ -115,7 +113,9 @@ def failure_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def caption_stats(shard: pa.Table) -> dict[str, Any]:
-    """Caption and verdict counts of shard rows, computed column-wise."""
+    """Caption and verdict counts of shard rows, computed column-wise (none when no stage captions)."""
+    if "captions" not in shard.column_names:
+        return {}
     captions = pc.list_flatten(shard.column("captions"))
     if len(captions) == 0:
         return {"captions": 0, "passed": 0, "rejected": 0, "rejected_by_check": {}}
@@ -136,7 +136,7 @@ class ShardWriter:
     def __init__(self, run: RunDirectory, config: WriteConfig) -> None:
         self.run = run
         self.config = config
-        self._schema = shard_schema_with_metadata()
+        self._schema = run.contract.parquet_schema
         state = run.resume_state()
         self.done_inputs = state.done_inputs  # what a resumed run skips
         self._open: dict[str, _OpenSource] = {
@@ -250,11 +250,11 @@ class ShardWriter:
     def _flush_ok(self) -> None:
         if not self._pending_ok or self._batch is None:
             return
-        table = self._batch.take(self._pending_ok).select(SHARD_SCHEMA.names).cast(self._schema)
+        table = self._batch.take(self._pending_ok).select(self._schema.names).cast(self._schema)
         self._pending_ok = []
         if self._shard is None:
             config = self.config
-            self._shard = self.run.new_shard(self._schema, config.row_group_rows, config.compression)
+            self._shard = self.run.new_shard(config.row_group_rows, config.compression)
         self._shard.append(table)
         self._stats = merge_stats(
             self._stats,

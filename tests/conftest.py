@@ -27,6 +27,15 @@ def speak(path: Path, text: str, *args: str) -> Path:
     return path
 
 
+def default_contract():
+    """The shard contract of the default config's stages: what synthetic stream rows are written with."""
+    from pipeline.config import RunConfig
+    from pipeline.contract import ShardContract
+    from pipeline.stages import build_stage_specs
+
+    return ShardContract.of(build_stage_specs(RunConfig()))
+
+
 SENTENCES = (
     "The library opens at nine every weekday morning, and the reading room fills up quickly. "
     "A light rain fell over the harbour all afternoon while the boats rocked gently at anchor."

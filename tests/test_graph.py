@@ -13,10 +13,13 @@ from typing import ClassVar
 
 import pytest
 
-from annotate.base import STATUS_OK, Row, dropped_row, end_row
+from annotate.base import STATUS_OK, BatchStage, Row, dropped_row, end_row
 from pipeline.config import STAGE_NAMES, ConfigError, StageResources, parse_config
+from pipeline.contract import ShardContract
 from pipeline.stages import StageChain, StageSpec, build_stage_specs, group_by_declaration
 from tests.conftest import RAY_TEST_RESOURCE
+
+CORE_STREAM = ShardContract().stream_schema  # the test stages add no column of their own
 
 # --- declarations -------------------------------------------------------------------------------------
 
@@ -113,7 +116,7 @@ def test_every_stage_built_is_a_known_stage_in_pipeline_order():
 # --- the chain: streaming anywhere, teardown ----------------------------------------------------------
 
 
-class Recorder:
+class Recorder(BatchStage):
     """Test stages append what they saw to a shared log (one process: the local chain)."""
 
     log: ClassVar[list[str]] = []
@@ -261,7 +264,7 @@ def test_teardown_runs_last_stage_first_and_the_local_executor_tears_down(chain,
     assert Recorder.log[-3:] == ["teardown count", "teardown split", "teardown tag"]
     Recorder.log.clear()
     groups = [[_spec(Tag, "sources"), _spec(partial(Split, 1), "sources")], [_spec(Count)]]
-    tables = list(iter_local(groups, [{"input_path": "x", "status": STATUS_OK}]))
+    tables = list(iter_local(groups, [{"input_path": "x", "status": STATUS_OK}], CORE_STREAM))
     assert sum(t.num_rows for t in tables) == 2
     assert Recorder.log[-3:] == ["teardown count", "teardown split", "teardown tag"]
 
@@ -283,14 +286,14 @@ def test_the_local_executor_tears_down_when_a_stage_raises_mid_run():
             raise KeyboardInterrupt  # not an Exception: the chain does not isolate it
 
     with pytest.raises(KeyboardInterrupt):
-        list(iter_local([[_spec(Fatal, "sources")]], [{"input_path": "x", "status": STATUS_OK}]))
+        list(iter_local([[_spec(Fatal, "sources")]], [{"input_path": "x", "status": STATUS_OK}], CORE_STREAM))
     assert Recorder.log == ["teardown fatal"]
 
 
 # --- Ray: two pools, each with its own resources ------------------------------------------------------
 
 
-class ResourceProbe:
+class ResourceProbe(BatchStage):
     """Reports, in the row's metadata, which worker process ran it and the resources Ray assigned to it;
     writes a file on teardown so the test sees the pool's actors shut down through the protocol."""
 
@@ -339,7 +342,7 @@ def test_two_pools_with_different_declarations_get_their_own_resources(ray_clust
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         sources = [{"input_path": f"in{i}", "status": STATUS_OK} for i in range(4)]
-        tables = list(iter_ray(groups, sources))
+        tables = list(iter_ray(groups, sources, CORE_STREAM))
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     reports = [json.loads(value) for table in tables for value in table["metadata"].to_pylist()]
@@ -356,3 +359,22 @@ def test_two_pools_with_different_declarations_get_their_own_resources(ray_clust
     while {p.name for p in tmp_path.iterdir()} != expected and time.monotonic() < deadline:
         time.sleep(0.2)
     assert {p.name for p in tmp_path.iterdir()} == expected
+
+
+def test_every_bundled_config_validates_and_the_gpu_cluster_config_gives_each_model_its_pool():
+    from pipeline.config import load_config
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        if path.name.startswith("train"):
+            continue  # training configs have their own model (tests/test_train_cli.py)
+        load_config(path)
+    config = load_config(REPO / "configs" / "cluster.yaml")
+    groups = group_by_declaration(build_stage_specs(config, work_dir=REPO / "work"))
+    assert _names(groups) == [
+        ["ingest"], ["separate"], ["segment"], ["speaker_consistency"], ["cut"], ["measure"],
+        ["caption", "verify"],
+    ]  # fmt: skip
+    declared = {group[0].name: group[0].resources for group in groups}
+    assert (declared["separate"].num_gpus, declared["segment"].num_gpus) == (0.25, 1.0)
+    assert declared["separate"].concurrency == (1, 16) and declared["measure"].batch_size == 64

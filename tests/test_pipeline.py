@@ -12,8 +12,10 @@ from tag_accuracy import GAIN_PAIR, tag_accuracy
 
 from annotate.measure import MEASUREMENT_NAMES
 from annotate.tags import TAG_NAMES
-from pipeline.contract import CONTRACT_VERSION, SHARD_SCHEMA, contract_of
-from tests.conftest import EXAMPLES
+from pipeline.config import load_config
+from pipeline.contract import CONTRACT_VERSION, ShardContract, contract_of
+from pipeline.stages import build_stage_specs
+from tests.conftest import EXAMPLES, REPO
 
 
 def test_every_input_is_accounted_for(demo_run):
@@ -30,6 +32,7 @@ def test_every_input_is_accounted_for(demo_run):
 def test_shards_match_the_manifest(demo_run):
     manifest = json.loads((demo_run.out / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["contract_version"] == CONTRACT_VERSION
+    contract = ShardContract.of(build_stage_specs(load_config(REPO / "configs" / "demo.yaml")))
     assert [s["path"] for s in manifest["shards"]] == [
         f"shards/part-{i:05d}.parquet" for i in range(len(manifest["shards"]))
     ]
@@ -39,7 +42,8 @@ def test_shards_match_the_manifest(demo_run):
         file = pq.ParquetFile(demo_run.out / shard["path"])
         assert file.metadata.num_rows == shard["rows"]
         assert all(file.metadata.row_group(i).num_rows <= 100 for i in range(file.num_row_groups))
-        assert file.schema_arrow.remove_metadata() == SHARD_SCHEMA
+        assert file.schema_arrow.equals(contract.shard_schema)
+        assert file.schema_arrow.metadata == contract.parquet_schema.metadata
         assert contract_of(file.schema_arrow)["contract_version"] == CONTRACT_VERSION
 
 
@@ -113,9 +117,7 @@ def test_every_tag_is_stored_with_the_numbers_behind_it(demo_run):
 
 
 def test_the_ray_run_and_the_plain_loop_write_the_same_rows(demo_run, tmp_path):
-    from pipeline.config import load_config
     from pipeline.runner import annotate
-    from tests.conftest import REPO
 
     local = annotate(
         load_config(REPO / "configs" / "demo.yaml"),

@@ -7,6 +7,7 @@ import json
 import re
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,8 +17,14 @@ from pipeline.config import WriteConfig
 from pipeline.contract import stream_table
 from pipeline.rundir import RunDirectory, RunDirError, listed_shards
 from pipeline.writer import ShardWriter
+from tests.conftest import default_contract
 
 FLAC = encode_flac(np.zeros(1600, dtype=np.float32))
+CONTRACT = default_contract()
+
+
+def stream(rows: list[dict]) -> pa.Table:
+    return stream_table(rows, CONTRACT.stream_schema)
 
 
 def segment(source: str, index: int, status: str = "ok", source_id: str | None = None) -> dict:
@@ -52,7 +59,7 @@ def end(source: str, outcome: str = "segmented", source_id: str | None = None) -
 
 
 def open_run(root, rows_per_shard: int = 10, row_group_rows: int = 4) -> tuple[RunDirectory, ShardWriter]:
-    run = RunDirectory.open(root, "hash", {"config": 1})
+    run = RunDirectory.open(root, "hash", {"config": 1}, CONTRACT)
     return run, ShardWriter(run, WriteConfig(rows_per_shard=rows_per_shard, row_group_rows=row_group_rows))
 
 
@@ -64,10 +71,10 @@ def test_a_long_source_is_committed_in_parts_of_rows_per_shard(tmp_path):
     run, writer = open_run(tmp_path)
     rows = [segment("long", i) for i in range(25)]
     for start in range(0, 25, 7):  # batches that do not align with shards
-        writer.add(stream_table(rows[start : start + 7]))
+        writer.add(stream(rows[start : start + 7]))
     assert [c.shard["rows"] for c in run.commits] == [10, 10]  # committed before the source ended
     assert run.open_sources().to_pylist()[0]["last_start_s"] == 19.0
-    writer.add(stream_table([end("long")]))
+    writer.add(stream([end("long")]))
     writer.close(fed={"/in/long.wav"})
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [s["rows"] for s in manifest["shards"]] == [10, 10, 5]
@@ -81,14 +88,14 @@ def test_a_long_source_is_committed_in_parts_of_rows_per_shard(tmp_path):
 
 def test_a_run_killed_inside_a_long_source_resumes_after_its_last_committed_segment(tmp_path):
     run, writer = open_run(tmp_path)
-    writer.add(stream_table([segment("long", i) for i in range(13)] + [segment("long", 13, "failed")]))
+    writer.add(stream([segment("long", i) for i in range(13)] + [segment("long", 13, "failed")]))
     assert len(run.commits) == 1  # 10 rows committed, 3 ok + 1 failed still pending: then the kill
 
     run, writer = open_run(tmp_path)  # the next invocation
     assert writer.resume_after_s("/in/long.wav") == 9.0
     assert writer.done_inputs == set()
     replay = [segment("long", i) for i in range(13)] + [segment("long", 13, "failed")]  # all again
-    writer.add(stream_table([*replay, *[segment("long", i) for i in range(14, 18)], end("long")]))
+    writer.add(stream([*replay, *[segment("long", i) for i in range(14, 18)], end("long")]))
     writer.close(fed={"/in/long.wav"})
     assert shard_ids(tmp_path) == [f"id-long_{i:09d}" for i in range(18) if i != 13]
     [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
@@ -99,16 +106,16 @@ def test_a_run_killed_inside_a_long_source_resumes_after_its_last_committed_segm
 def test_rows_replayed_within_a_run_are_written_once(tmp_path):
     _, writer = open_run(tmp_path)
     rows = [segment("a", i) for i in range(6)]
-    writer.add(stream_table(rows[:4]))
-    writer.add(stream_table(rows))  # a retried task starts the source again
-    writer.add(stream_table([end("a")]))
+    writer.add(stream(rows[:4]))
+    writer.add(stream(rows))  # a retried task starts the source again
+    writer.add(stream([end("a")]))
     writer.close(fed={"/in/a.wav"})
     assert shard_ids(tmp_path) == [f"id-a_{i:09d}" for i in range(6)]
 
 
 def test_inputs_without_segments_are_committed_every_rows_per_shard_inputs(tmp_path):
     run, writer = open_run(tmp_path, rows_per_shard=3)
-    writer.add(stream_table([end(f"silent{i}", "no_speech") for i in range(7)]))
+    writer.add(stream([end(f"silent{i}", "no_speech") for i in range(7)]))
     assert [len(pq.read_table(tmp_path / c.journal["sources"]["path"])) for c in run.commits] == [3, 3]
     assert all(c.shard is None for c in run.commits)
     writer.close(fed={f"/in/silent{i}.wav" for i in range(7)})
@@ -117,14 +124,14 @@ def test_inputs_without_segments_are_committed_every_rows_per_shard_inputs(tmp_p
 
 def test_a_source_without_its_end_row_is_an_error_at_close(tmp_path):
     _, writer = open_run(tmp_path)
-    writer.add(stream_table([segment("a", 0)]))
+    writer.add(stream([segment("a", 0)]))
     with pytest.raises(RuntimeError, match="1 inputs ended without their end row"):
         writer.close(fed={"/in/a.wav"})
 
 
 def test_an_open_shard_is_a_hidden_temporary_that_folder_readers_skip_and_reopening_removes(tmp_path):
     run, writer = open_run(tmp_path, rows_per_shard=100, row_group_rows=2)
-    writer.add(stream_table([segment("a", i) for i in range(5)]))  # two row groups on disk, no commit
+    writer.add(stream([segment("a", i) for i in range(5)]))  # two row groups on disk, no commit
     temporaries = sorted(p.name for p in (tmp_path / "shards").iterdir())
     assert temporaries == [".part-00000.parquet.tmp"]
     assert pq.read_table(tmp_path / "shards").num_rows == 0  # a folder read sees no uncommitted row
@@ -142,7 +149,7 @@ def test_a_failed_commit_removes_its_temporary_shard(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run, "_write_manifest", full_disk)
     with pytest.raises(OSError):
-        writer.add(stream_table([segment("a", i) for i in range(3)]))
+        writer.add(stream([segment("a", i) for i in range(3)]))
     assert list((tmp_path / "shards").iterdir()) == []
     assert list((tmp_path / "journal").iterdir()) == []
     assert not (tmp_path / "manifest.json").exists() and run.commits == []
@@ -151,19 +158,19 @@ def test_a_failed_commit_removes_its_temporary_shard(tmp_path, monkeypatch):
 def test_a_folder_with_foreign_files_is_not_made_a_run(tmp_path):
     (tmp_path / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(RunDirError, match=r"holds no manifest\.json .*holiday\.jpg"):
-        RunDirectory.open(tmp_path, "hash", {})
+        RunDirectory.open(tmp_path, "hash", {}, CONTRACT)
 
 
 def test_another_processing_config_is_refused(tmp_path):
     _, writer = open_run(tmp_path)
     writer.close(fed=set())
     with pytest.raises(RunDirError, match="another processing config"):
-        RunDirectory.open(tmp_path, "other-hash", {})
+        RunDirectory.open(tmp_path, "other-hash", {}, CONTRACT)
 
 
 def test_the_manifest_totals_include_the_commit_that_wrote_them(tmp_path):
     _, writer = open_run(tmp_path, rows_per_shard=3)
-    writer.add(stream_table([segment("a", 0), end("a"), segment("b", 0), end("b"), segment("c", 0)]))
+    writer.add(stream([segment("a", 0), end("a"), segment("b", 0), end("b"), segment("c", 0)]))
     totals = json.loads((tmp_path / "manifest.json").read_text())["totals"]
     assert (totals["inputs"], totals["segments"], totals["open_inputs"], totals["rows"]) == (2, 3, 1, 3)
 
@@ -180,7 +187,7 @@ def test_dropped_segments_are_journaled_per_source_with_their_reasons_not_writte
         segment("a", 2),
         dropped("a", 3, "overlap"),
     ]
-    writer.add(stream_table([*rows, end("a"), dropped("b", 0, "too_short"), segment("b", 1), end("b")]))
+    writer.add(stream([*rows, end("a"), dropped("b", 0, "too_short"), segment("b", 1), end("b")]))
     writer.close(fed={"/in/a.wav", "/in/b.wav"})
     assert shard_ids(tmp_path) == ["id-a_000000000", "id-a_000000002", "id-b_000000001"]
     journal = pq.read_table(tmp_path / "dropped.parquet").to_pylist()
@@ -207,7 +214,7 @@ def test_a_source_whose_every_segment_is_dropped_completes_as_all_dropped(tmp_pa
     run, writer = open_run(tmp_path)
     # The segmenter cut three segments; a later stage dropped them all. The end row alone closes the
     # source: nothing waits for the three segments it started with.
-    writer.add(stream_table([dropped("a", i, "speaker_inconsistent", 0.3) for i in range(3)] + [end("a")]))
+    writer.add(stream([dropped("a", i, "speaker_inconsistent", 0.3) for i in range(3)] + [end("a")]))
     writer.close(fed={"/in/a.wav"})
     [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
     assert (ledger["outcome"], ledger["segments"], ledger["dropped_segments"]) == ("all_dropped", 0, 3)
@@ -223,12 +230,12 @@ def test_dropped_segments_of_a_resumed_source_are_counted_once(tmp_path):
         segment("a", 3),
         dropped("a", 4, "overlap"),
     ]
-    writer.add(stream_table(first))
+    writer.add(stream(first))
     assert len(run.commits) == 1  # committed at segment 3; the drop of segment 4 is lost with the kill
 
     run, writer = open_run(tmp_path, rows_per_shard=3)
     replay = [*first, segment("a", 5), end("a")]
-    writer.add(stream_table(replay))
+    writer.add(stream(replay))
     writer.close(fed={"/in/a.wav"})
     [ledger] = pq.read_table(tmp_path / "sources.parquet").to_pylist()
     assert (ledger["segments"], ledger["dropped_segments"]) == (4, 2)
@@ -246,7 +253,7 @@ def test_the_summary_counts_dropped_segments_per_reason(tmp_path):
 
     _, writer = open_run(tmp_path)
     writer.add(
-        stream_table([dropped("a", 0, "too_short"), dropped("a", 1, "too_short"), segment("a", 2), end("a")])
+        stream([dropped("a", 0, "too_short"), dropped("a", 1, "too_short"), segment("a", 2), end("a")])
     )
     writer.close(fed={"/in/a.wav"})
     console = Console(width=100, record=True)

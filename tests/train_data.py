@@ -17,6 +17,7 @@ from pipeline.config import WriteConfig
 from pipeline.contract import stream_table
 from pipeline.rundir import RunDirectory
 from pipeline.writer import ShardWriter
+from tests.conftest import default_contract
 
 PITCHES = ("low", "medium", "high")
 RATES = ("slow", "measured", "fast")
@@ -44,7 +45,8 @@ def write_run(
     rng = random.Random(seed)
     captioner = AcousticCaptioner(AcousticCaptionerConfig(views=3))
     out.mkdir(parents=True, exist_ok=True)
-    run = RunDirectory.open(out, "test", {}, fsync=False)
+    contract = default_contract()
+    run = RunDirectory.open(out, "test", {}, contract, fsync=False)
     writer = ShardWriter(run, WriteConfig(rows_per_shard=rows_per_shard, row_group_rows=row_group_rows))
     fed: set[str] = set()
     for s in range(sources):
@@ -95,7 +97,7 @@ def write_run(
         source = {key: rows[0][key] for key in ("input_path", "source_id", "source_path")}
         rows.append(end_row({**source, "source_duration_s": 100.0, "dropped_speech_s": 0.0}, "segmented"))
         fed.add(source["input_path"])
-        writer.add(stream_table(rows))
+        writer.add(stream_table(rows, contract.stream_schema))
     writer.close(fed)
     return out
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contract import CONTRACT_VERSION, contract_of
+from pipeline.contract import contract_problem
 from pipeline.rundir import RunDirError, listed_shards
 
 NEEDED_COLUMNS = ("segment_id", "source_id", "speaker", "duration_s", "audio", "tags", "captions")
@@ -140,15 +140,9 @@ class ShardSet:
 
     @staticmethod
     def _check(schema: pa.Schema, path: Path) -> None:
-        try:
-            version = contract_of(schema)["contract_version"]
-        except ValueError as error:
-            raise ShardContractError(f"{path}: {error}") from None
-        if version.split(".")[0] != CONTRACT_VERSION.split(".")[0]:
-            raise ShardContractError(f"{path}: contract {version}, this reader reads {CONTRACT_VERSION}")
-        missing = [name for name in NEEDED_COLUMNS if name not in schema.names]
-        if missing:
-            raise ShardContractError(f"{path}: missing column(s) {', '.join(missing)}")
+        problem = contract_problem(schema, NEEDED_COLUMNS)
+        if problem is not None:
+            raise ShardContractError(f"{path}: {problem}")
 
     def read(self, ref: RowGroupRef, columns: list[str] | None = None) -> pa.Table:
         file = pq.ParquetFile(ref.path)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 
-from annotate.base import Row, StrictConfig
+from annotate.base import BatchStage, Row, StrictConfig
 from annotate.tags import TagBins
 from verify.measured import MeasuredChecks, MeasuredChecksConfig
 
@@ -254,7 +254,7 @@ def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
 Check = Callable[[dict[str, Any], str | None, Row], str | None]
 
 
-class RulesVerifier:
+class RulesVerifier(BatchStage):  # fills each caption's verdict: no column of its own
     name: ClassVar[str] = "verify"
 
     def __init__(self, config: RulesVerifierConfig, bins: TagBins | None = None) -> None:
