@@ -60,8 +60,13 @@ def write_long_source(path: Path, hours: float, seed: int = SEED) -> float:
 
 
 def probe(code: Path, inputs: list[Path], out: Path) -> dict[str, Any]:
+    return probe_config(code, code / "configs" / "demo.yaml", inputs, out)
+
+
+def probe_config(code: Path, config: Path, inputs: list[Path], out: Path) -> dict[str, Any]:
+    """One annotate of `inputs` with `config`, by the checkout `code`, in a fresh probed process."""
     command = [sys.executable, str(REPO / "bench" / "annotate_probe.py"), "--code", str(code),
-               "--config", str(code / "configs" / "demo.yaml"), "--out", str(out)]  # fmt: skip
+               "--config", str(config), "--out", str(out)]  # fmt: skip
     for path in inputs:
         command += ["--input", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=code, check=False)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from two_voices import write_two_voices
 
 from annotate.audio import SAMPLE_RATE, decode_flac, read_mono_16k
 from annotate.cut import CutStage
@@ -23,28 +24,7 @@ from tests.conftest import REPO
 from tests.test_robustness import STYLECAPS, kill_after_two_commits, run_cli
 
 DIARIZE_CPU = REPO / "configs" / "diarize-cpu.yaml"
-# Single-speaker stretches of pyannote's bundled sample (seconds), from its reference RTTM.
-VOICE_A = [(11.1, 14.4), (18.7, 21.4)]
-VOICE_B = [(14.8, 17.8), (22.0, 27.7)]
 TOLERANCE_S = 0.5  # the segmentation model places a speaker change within a few of its frames
-
-
-def two_voice_recording(sample: Path, out: Path, turns: int) -> list[tuple[float, float, str]]:
-    """Alternating turns of about 6 s of two real voices (each turn one stretch said twice), 0.4 s
-    apart; returns the true turns (start_s, end_s, voice)."""
-    audio, rate = sf.read(sample, dtype="float32")
-    pause = np.zeros(int(0.4 * rate), dtype=np.float32)
-    pieces, truth, position = [], [], 0
-    for index in range(turns):
-        voice, stretches = ("a", VOICE_A) if index % 2 == 0 else ("b", VOICE_B)
-        start, end = stretches[(index // 2) % len(stretches)]
-        stretch = audio[int(start * rate) : int(end * rate)]
-        turn = np.concatenate([stretch, np.zeros(int(0.2 * rate), np.float32), stretch])
-        pieces += [turn, pause]
-        truth.append((position / rate, (position + turn.size) / rate, voice))
-        position += turn.size + pause.size
-    sf.write(out, np.concatenate(pieces), rate)
-    return truth
 
 
 def shard_rows(run: Path) -> list[dict]:
@@ -64,11 +44,9 @@ def voice_of(row: dict, truth: list[tuple[float, float, str]]) -> str:
 
 
 @pytest.mark.slow
-def test_diarize_cpu_gives_single_speaker_segments_with_one_label_per_voice(
-    ray_cluster, pyannote_sample, tmp_path
-):
+def test_diarize_cpu_gives_single_speaker_segments_with_one_label_per_voice(ray_cluster, tmp_path):
     recording = tmp_path / "interview.wav"
-    truth = two_voice_recording(pyannote_sample.audio, recording, turns=12)
+    truth = write_two_voices(recording, 90)
     report = annotate(load_config(DIARIZE_CPU), tmp_path / "run", [str(recording)], executor="ray")
 
     rows = shard_rows(report.out)
@@ -164,9 +142,9 @@ def test_a_run_with_demucs_separation_in_its_own_pool_cuts_the_vocals(
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_diarization_on_resumes_to_the_same_segments(pyannote_sample, tmp_path):
+def test_a_run_killed_with_diarization_on_resumes_to_the_same_segments(tmp_path):
     recording = tmp_path / "long_interview.wav"
-    two_voice_recording(pyannote_sample.audio, recording, turns=24)  # about 2.7 minutes
+    write_two_voices(recording, 160)
     config = tmp_path / "diarize_small_shards.yaml"
     config.write_text(DIARIZE_CPU.read_text().replace("rows_per_shard: 1000", "rows_per_shard: 3"))
     whole = run_cli("annotate", "-c", str(config), "--executor", "local", "-q", "--input", str(recording),
