@@ -37,15 +37,25 @@ GOAL_PIPELINE_REALTIME = 60.0
 RAY_CPUS = 2
 
 
-def _segments(config: Any, corpus: Path) -> list[dict[str, Any]]:
-    from annotate.segment import SileroSegmenter
+def _segments(code: Path, config: Any, corpus: Path) -> list[dict[str, Any]]:
+    """The segment rows this code's own source-level stages cut from the corpus."""
+    if (code / "annotate" / "cut.py").is_file():  # ingest, segment and cut stages
+        from pipeline.stages import StageChain, build_stage_specs
 
-    segmenter = SileroSegmenter(config.segment)
-    segmenter.setup()
+        cut = StageChain([spec for spec in build_stage_specs(config) if spec.takes == "sources"])
+    else:  # one segmenter stage decoded, planned and cut
+        from annotate.segment import SileroSegmenter
+
+        segmenter = SileroSegmenter(config.segment)
+        segmenter.setup()
+
+        def cut(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [row for source in sources for row in segmenter.stream(source)]
+
     rows = []
     for path in sorted(corpus.glob("*.flac")):
-        source = {"input_path": str(path), "source_path": str(path), "gender": None}
-        rows.extend(row for row in segmenter.stream(source) if row.get("status") == "ok")
+        source = {"input_path": str(path), "source_path": str(path), "gender": None, "status": "ok"}
+        rows.extend(row for row in cut([source]) if row.get("status") == "ok")
     return rows
 
 
@@ -90,7 +100,7 @@ def worker(code: Path, corpus: Path, scratch: Path) -> dict[str, float]:
             "ray": config.ray.model_copy(update={"num_cpus": RAY_CPUS}),
         }
     )
-    rows = _segments(config, corpus)
+    rows = _segments(code, config, corpus)
     stage = _measure_stage(code, config)
     started = time.process_time()
     stage(rows)
