@@ -271,8 +271,8 @@ def annotate(
     if not specs:
         raise UsageError("no inputs: give --input or list sources in the config")
     rows = list_sources(specs)  # before touching `out`: a bad input leaves no run directory behind
-    contract = ShardContract.of(build_stage_specs(config))  # a column conflict between stages too
     out = Path(out)
+    contract = ShardContract.of(build_stage_specs(config, work_dir=out / "work"))  # a column conflict too
     _prepare_out(out)
     lock = RunLock(out, command_line(), config.lock.heartbeat_s, config.lock.stale_after_s)
     try:
