@@ -15,11 +15,12 @@ _PROBE_BLOCK_S = 1.0  # decoding the first second catches an unreadable format, 
 
 
 class SourceClaims(Protocol):
-    """Which input owns each source id in a run: the first to claim it (and the run's committed
-    sources, which own theirs from the start)."""
+    """Which input owns each source id in a run: the run's committed sources own theirs, and among the
+    inputs of this invocation the one listed first."""
 
     def claim(self, source_id: str, input_path: str) -> str:
-        """Claim `source_id` for `input_path`; return the input that owns it (this one, or an earlier)."""
+        """Claim `source_id` for `input_path`; return the input that owns it so far (this one, or one
+        listed before it)."""
         ...
 
 
@@ -44,9 +45,15 @@ class IngestStage(BatchStage):
         source = {**row, "source_id": row.get("source_id") or content_id(path)}  # a manifest's id wins
         owner = self.claims.claim(source["source_id"], path)
         if owner != path:
-            message = (
-                f"source {source['source_id']} is already in this run from {owner} "
-                "(same content hash, or the same source_id in a manifest)"
+            return failed_row(
+                source, self.name, duplicate_message(source["source_id"], owner), DUPLICATE_SOURCE
             )
-            return failed_row(source, self.name, message, DUPLICATE_SOURCE)
         return source
+
+
+def duplicate_message(source_id: str, owner: str) -> str:
+    """Why a copy is a DuplicateSource failure (here, and in the writer's check)."""
+    return (
+        f"source {source_id} is already in this run from {owner} "
+        "(same content hash, or the same source_id in a manifest)"
+    )

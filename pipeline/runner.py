@@ -324,7 +324,9 @@ def _annotate_locked(
             if pending:
                 owners = run.resume_state().source_owners  # committed sources keep their ids
                 with _ray_session(config.ray) if executor == "ray" else contextlib.nullcontext():
-                    claims = RayClaims(owners) if executor == "ray" else ClaimsRegistry(owners)
+                    listing = [row["input_path"] for row in pending]
+                    registry = RayClaims if executor == "ray" else ClaimsRegistry
+                    claims = registry(owners, listing)
                     groups = group_by_declaration(build_stage_specs(config, claims, out / "work"))
                     run_stages = iter_ray if executor == "ray" else iter_local
                     for table in run_stages(groups, pending, contract.stream_schema):

@@ -11,7 +11,10 @@ a source's length, a long source is committed in parts, and every shard respects
 Inputs still open at a commit are journaled with their progress (the start of their last committed
 segment); a resumed run continues them after it. Rows of a source arrive by increasing start, so a row
 at or before the last one seen of its source (a retried task, or a segment an earlier run committed) is
-dropped. (A second copy of a source never gets here with rows: the ingest stage fails it first.)
+dropped. A source whose content hash another input already wrote is a DuplicateSource failure: its rows
+are dropped and it is recorded once, as failed. The ingest stage refuses most copies before any model
+sees them; when parallel ingest workers let a later-listed copy through first, this check, in listing
+order, decides, so the same inputs always keep the same copy.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from annotate.base import (
     STATUS_DROPPED,
     STATUS_FAILED,
     STATUS_OK,
+    failed_row,
     is_source_end,
 )
+from annotate.ingest import DUPLICATE_SOURCE, duplicate_message
 from pipeline.config import WriteConfig
 from pipeline.contract import (
     DROPPED_SCHEMA,
@@ -73,6 +78,7 @@ class _OpenSource:
     segments: int = 0
     failed_segments: int = 0
     dropped_segments: int = 0
+    duplicate_of: str | None = None  # the input that wrote this content first
 
     def progress(self) -> dict[str, Any]:
         return {
@@ -151,6 +157,7 @@ class ShardWriter:
             )
             for path, row in state.open_inputs.items()
         }
+        self._owners = dict(state.source_owners)  # source_id → the input that wrote it first
         self._shard: ShardFile | None = None
         self._batch: pa.Table | None = None  # the batch being routed
         self._pending_ok: list[int] = []  # its rows bound for the shard, in order
@@ -181,13 +188,14 @@ class ShardWriter:
             source = self._open[row["input_path"]] = _OpenSource(
                 row["input_path"], row.get("source_path"), row.get("source_id")
             )
-        if row.get("source_id"):
-            source.source_id = row["source_id"]
         if is_source_end(row):
+            self._claim(source, row)
             self._end(source, row)
             return
         if row["start_s"] <= source.last_start_s:
             return  # replayed by a retried task, or committed by an earlier run
+        if not self._claim(source, row):
+            return
         source.last_start_s = row["start_s"]
         if row["status"] == STATUS_OK:
             source.segments += 1
@@ -205,11 +213,30 @@ class ShardWriter:
             self._failures.append(failure_record(row))
             self._stats = merge_stats(self._stats, _failure_stats([row["error_type"]]))
 
+    def _claim(self, source: _OpenSource, row: dict[str, Any]) -> bool:
+        """Register the source's content id on its first decoded row; False for a duplicate."""
+        if source.duplicate_of is not None:
+            return False
+        source_id = row.get("source_id")
+        if source_id is None or (row["status"] == STATUS_FAILED and row.get("segment_id") is None):
+            return True
+        source.source_id = source_id
+        owner = self._owners.setdefault(source_id, source.input_path)
+        if owner != source.input_path:
+            source.duplicate_of = owner
+            return False
+        return True
+
     def _end(self, source: _OpenSource, row: dict[str, Any]) -> None:
         del self._open[source.input_path]
         self.finished_inputs += 1
         failures = []
-        if row["status"] == STATUS_FAILED:
+        if source.duplicate_of is not None:
+            outcome = OUTCOME_FAILED
+            message = duplicate_message(source.source_id, source.duplicate_of)
+            failed = failed_row({**row, "segment_id": None}, "ingest", message, DUPLICATE_SOURCE)
+            failures.append(failure_record(failed))
+        elif row["status"] == STATUS_FAILED:
             outcome = OUTCOME_FAILED
             failures.append(failure_record(row))
         elif source.segments == 0 and source.dropped_segments and row["outcome"] == OUTCOME_SEGMENTED:
@@ -223,7 +250,7 @@ class ShardWriter:
                 "source_id": row.get("source_id") or source.source_id,
                 "outcome": outcome,
                 "duration_s": row.get("source_duration_s"),
-                "segments": source.segments,
+                "segments": 0 if source.duplicate_of else source.segments,
                 "failed_segments": source.failed_segments,
                 "dropped_segments": source.dropped_segments,
                 "dropped_speech_s": row.get("dropped_speech_s"),

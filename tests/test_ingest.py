@@ -83,3 +83,11 @@ def test_ray_claims_are_one_registry_for_every_worker(ray_cluster):
     assert len(set(owners)) == 1 and owners[0] in {f"/in/{i}.wav" for i in range(4)}
     assert claims.claim("s", "/in/late.wav") == owners[0]
     assert ray.get(claim.remote(claims, "committed", "/in/new.wav")) == "/in/old.wav"
+
+
+def test_the_input_listed_first_owns_a_source_whatever_order_the_claims_arrive_in():
+    registry = ClaimsRegistry({}, listing=["/in/first.wav", "/in/second.wav", "/in/third.wav"])
+    assert registry.claim("s", "/in/second.wav") == "/in/second.wav"  # a faster worker got there first
+    assert registry.claim("s", "/in/first.wav") == "/in/first.wav"  # listed before: it takes the id over
+    assert registry.claim("s", "/in/third.wav") == "/in/first.wav"
+    assert registry.claim("s", "/in/second.wav") == "/in/first.wav"

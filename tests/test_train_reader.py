@@ -73,7 +73,7 @@ def test_a_shard_without_a_needed_column_is_refused(synthetic_run, tmp_path):
     )
     with pytest.raises(ShardContractError) as caught:
         ShardSet([run])
-    stages = "segment, measure, caption, verify"
+    stages = "ingest, segment, cut, measure, caption, verify"
     assert str(caught.value) == f"{path}: no column(s) tags, captions: the run's stages were {stages}"
 
 

@@ -1,5 +1,5 @@
 """The shard writer and run directory, fed synthetic stream rows: per-segment commits, shard sizes,
-resuming inside a long source, replays, hidden temporaries and leftovers."""
+resuming inside a long source, replays, duplicates, hidden temporaries and leftovers."""
 
 from __future__ import annotations
 
@@ -111,6 +111,18 @@ def test_rows_replayed_within_a_run_are_written_once(tmp_path):
     writer.add(stream([end("a")]))
     writer.close(fed={"/in/a.wav"})
     assert shard_ids(tmp_path) == [f"id-a_{i:09d}" for i in range(6)]
+
+
+def test_a_second_input_with_the_same_content_is_a_duplicate_source_and_writes_nothing(tmp_path):
+    _, writer = open_run(tmp_path)
+    writer.add(stream([segment("a", 0, source_id="same"), end("a", source_id="same")]))
+    writer.add(stream([segment("b", 0, source_id="same"), end("b", source_id="same")]))
+    writer.close(fed={"/in/a.wav", "/in/b.wav"})
+    assert shard_ids(tmp_path) == ["same_000000000"]
+    ledger = {r["source_path"]: r for r in pq.read_table(tmp_path / "sources.parquet").to_pylist()}
+    assert ledger["b.wav"]["outcome"] == "failed" and ledger["b.wav"]["segments"] == 0
+    [failure] = pq.read_table(tmp_path / "failures.parquet").to_pylist()
+    assert failure["error_type"] == "DuplicateSource" and "/in/a.wav" in failure["message"]
 
 
 def test_inputs_without_segments_are_committed_every_rows_per_shard_inputs(tmp_path):
