@@ -158,6 +158,7 @@ def move_pitch(wav: Path, median_hz: float) -> Path:
 
     moved = wav.with_name("moved.wav")
     sound = call(parselmouth.Sound(str(wav)), "Change gender", 75, 600, 1.0, median_hz, 1.0, 1.0)
+    call(sound, "Scale peak", 0.99)  # PSOLA can overshoot full scale; sox sets the level afterwards
     sound.save(str(moved), "WAV")
     return moved
 
