@@ -1,20 +1,30 @@
 """What the CPU default speech encoder's inputs carry on real recorded speech (RAVDESS): the GE2E
 speaker embedding separates the actors' genders, and the window pitch feature follows the labelled
-f0. These are the two properties the zero-shot gender and pitch-ranking figures rest on."""
+f0. These are the two properties the zero-shot gender and pitch-ranking figures rest on; the last
+test checks that the demo recipe turns them into prompts that work on real speech."""
 
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
+import make_voice_corpus
 import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
 
 from annotate.audio import read_mono_16k
+from pipeline.config import read_yaml
+from tests.conftest import REPO
 from train.audio_encoders import GE2EEncoder, frame_pitch
 from train.batches import pad
 from train.config import AudioEncoderConfig
+from train.evaluate import Clip, embed_clips, prompt_ranking, zero_shot
+from train.export import load_model
+from train.loop import train_worker
 from train.model import masked_mean
 
 pytestmark = pytest.mark.calibration
@@ -63,3 +73,35 @@ def test_the_pitch_feature_follows_the_labelled_f0(real_speech):
     assert spearmanr(medians, labelled).statistic > 0.9
     ratios = np.array(medians) / np.array(labelled)
     assert 0.85 < np.median(ratios) < 1.2  # no octave errors on the typical clip
+
+
+def annotate_local(inputs: Path, run: Path) -> None:
+    """The demo's annotation (configs/demo.yaml) in the plain loop executor."""
+    command = [sys.executable, "-m", "pipeline.cli", "annotate", "--config", str(REPO / "configs/demo.yaml")]
+    command += ["--input", str(inputs), "--out", str(run), "--executor", "local"]
+    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_the_demo_recipe_transfers_to_real_speech(real_speech, tmp_path):
+    """Issue 9: `make demo`'s training (the examples and the voice corpus, annotated by the real
+    pipeline, configs/train-demo.yaml) gives prompts that tell real women from real men and rank their
+    pitch within each gender. Trained on the examples alone, the same recipe reached gender WA 0.64
+    and a within-male Spearman of -0.23 on these 120 clips; with the voice corpus 0.87, 0.68 (female)
+    and 0.43 (male)."""
+    make_voice_corpus.main(["--out", str(tmp_path / "voices"), "--clips", "400"])
+    annotate_local(tmp_path / "voices" / "manifest.jsonl", tmp_path / "voices-run")
+    annotate_local(REPO / "examples" / "manifest.jsonl", tmp_path / "examples-run")
+    config = read_yaml(REPO / "configs/train-demo.yaml")
+    config["data"]["runs"] = [str(tmp_path / "examples-run"), str(tmp_path / "voices-run")]
+    train_worker({"config": config, "out": str(tmp_path / "training"), "export": str(tmp_path / "model")})
+
+    rows, waves = real_speech
+    model = load_model(tmp_path / "model")
+    clips = [Clip(row["filename"], wave, row) for row, wave in zip(rows, waves, strict=True)]
+    audio = embed_clips(model, clips)
+    gender = zero_shot(model, clips, "gender", ["A {} speaker.", "A speaker in a {} tone."], audio=audio)
+    assert gender["WA"] >= 0.75, gender
+    high, low = "A high-pitched voice.", "A low-pitched voice."
+    ranking = prompt_ranking(model, clips, "f0_median_hz", high, low, "gender", audio=audio)
+    assert ranking["female"]["spearman"] > 0.4 and ranking["male"]["spearman"] > 0.2, ranking
