@@ -4,9 +4,11 @@ Side by side in one run, each annotate in a fresh process (bench/annotate_probe.
 machine's CPUs), on two-speaker recordings of real voices (scripts/two_voices.py):
 
   (a) real-time factor of the whole diarize-cpu pipeline (ingest, pyannote segmentation + GE2E
-      clustering, speaker consistency, cut, measure, caption, verify) on `--minutes` (10) of audio;
-      goal >= 20x on 2 cores. Beside it the silero-only pipeline (configs/demo.yaml) on the same file
-      and the ratio of wall times, runs alternating silero, diarize, diarize, silero;
+      clustering, speaker consistency, cut, measure, caption, verify) on `--minutes` (10) of audio in
+      `--files` (2) recordings, Ray start included; goal >= 20x on 2 cores (a source is diarized by one
+      worker, so one file uses one core: `--files 1` shows the single-core figure). Beside it the
+      silero-only pipeline (configs/demo.yaml) on the same files and the ratio of wall times, runs
+      alternating silero, diarize, diarize, silero;
   (b) peak private resident memory (RssAnon) of the driver and of each stage worker with diarize-cpu on
       a `--hours` (2) file and on a file a quarter as long: goal under 2 GB each, and not growing with
       the file's length (ratio long / short printed).
@@ -36,8 +38,8 @@ GOAL_REAL_TIME = 20.0
 GOAL_MEMORY_MB = 2048.0
 
 
-def run(config: Path, audio: Path, out: Path) -> dict[str, Any]:
-    return probe_config(REPO, config, [audio], out)
+def run(config: Path, audio: list[Path], out: Path) -> dict[str, Any]:
+    return probe_config(REPO, config, audio, out)
 
 
 def main() -> None:
@@ -45,14 +47,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--files", type=int, default=2)
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="frontend-bench-") as tmp:
         folder = Path(tmp)
-        audio = folder / "two_voices.flac"
-        write_two_voices(audio, args.minutes * 60)
+        audio = [folder / f"two_voices_{index}.flac" for index in range(args.files)]
+        for index, path in enumerate(audio):  # distinct pauses: distinct content, no duplicate sources
+            write_two_voices(path, args.minutes * 60 / args.files, pause_s=0.4 + 0.05 * index)
         walls: dict[str, list[float]] = {"silero": [], "diarize": []}
         for index, name in enumerate(("silero", "diarize", "diarize", "silero")):
             result = run(SILERO if name == "silero" else DIARIZE, audio, folder / f"run{index}")
@@ -79,7 +83,7 @@ def main() -> None:
         for label, hours in (("short", args.hours / 4), ("long", args.hours)):
             source = folder / f"{label}.flac"
             write_two_voices(source, hours * 3600)
-            result = run(DIARIZE, source, folder / f"memory-{label}")
+            result = run(DIARIZE, [source], folder / f"memory-{label}")
             memory[label] = {
                 "driver": result["driver"],
                 "workers": stage_workers(result),

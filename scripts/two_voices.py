@@ -25,11 +25,12 @@ def pyannote_sample() -> Path:
     return Path(pyannote.audio.__file__).parent / "sample" / "sample.wav"
 
 
-def write_two_voices(out: Path, seconds: float) -> list[tuple[float, float, str]]:
-    """Write at least `seconds` of alternating turns to `out`, turn by turn (a long file never sits in
-    memory); return the true turns as (start_s, end_s, voice 'a' or 'b')."""
+def write_two_voices(out: Path, seconds: float, pause_s: float = PAUSE_S) -> list[tuple[float, float, str]]:
+    """Write at least `seconds` of alternating turns `pause_s` apart to `out`, turn by turn (a long file
+    never sits in memory; another pause makes another file's content); return the true turns as
+    (start_s, end_s, voice 'a' or 'b')."""
     audio, rate = sf.read(pyannote_sample(), dtype="float32")
-    pause = np.zeros(int(PAUSE_S * rate), dtype=np.float32)
+    pause = np.zeros(int(pause_s * rate), dtype=np.float32)
     truth: list[tuple[float, float, str]] = []
     position = 0
     with sf.SoundFile(out, "w", samplerate=rate, channels=1, subtype="PCM_16") as sink:
