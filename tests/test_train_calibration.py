@@ -95,6 +95,7 @@ def test_the_demo_recipe_transfers_to_real_speech(real_speech, tmp_path):
     annotate_local(REPO / "examples" / "manifest.jsonl", tmp_path / "examples-run")
     config = read_yaml(REPO / "configs/train-demo.yaml")
     config["data"]["runs"] = [str(tmp_path / "examples-run"), str(tmp_path / "voices-run")]
+    config["max_minutes"] = None  # all 500 steps on a slow machine too: the figures are per step count
     train_worker({"config": config, "out": str(tmp_path / "training"), "export": str(tmp_path / "model")})
 
     rows, waves = real_speech
