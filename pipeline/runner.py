@@ -104,20 +104,30 @@ def _pool(group: list[StageSpec], sources: int) -> ray.data.ActorPoolStrategy:
     """The group's actor pool: as declared (a fixed size, or [min, max] autoscaling), else a fixed pool
     as large as the cluster's CPUs (GPUs for a GPU stage) allow. A fixed pool starts every worker (and
     loads its models) at once, instead of the second arriving when the first is already busy; a
-    source-level group never needs more workers than there are sources."""
+    source-level group never needs more workers than there are sources.
+
+    A source-level group takes one batch per worker at a time: Ray Data otherwise queues several on
+    the first worker ready, and a whole source waits behind another there while a worker whose models
+    took longer to load stays idle (two 5-minute files ran one after the other on one of two workers)."""
     import ray
 
     declared = group[0].resources
+    in_flight = 1 if group[0].takes == "sources" else None
     if isinstance(declared.concurrency, tuple):
-        return ray.data.ActorPoolStrategy(min_size=declared.concurrency[0], max_size=declared.concurrency[1])
+        return ray.data.ActorPoolStrategy(
+            min_size=declared.concurrency[0],
+            max_size=declared.concurrency[1],
+            max_tasks_in_flight_per_actor=in_flight,
+        )
     if declared.concurrency is not None:
-        return ray.data.ActorPoolStrategy(size=declared.concurrency)
+        return ray.data.ActorPoolStrategy(size=declared.concurrency, max_tasks_in_flight_per_actor=in_flight)
     cluster = ray.cluster_resources()
     if declared.num_gpus > 0:
         size = max(1, int(cluster.get("GPU", 0) // declared.num_gpus))
     else:
         size = max(1, int(cluster.get("CPU", 1) // max(declared.num_cpus, 1e-6)))
-    return ray.data.ActorPoolStrategy(size=min(size, sources) if group[0].takes == "sources" else size)
+    size = min(size, sources) if group[0].takes == "sources" else size
+    return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight)
 
 
 def _remote_args(declared: StageResources) -> dict[str, Any]:

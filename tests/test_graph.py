@@ -378,3 +378,42 @@ def test_every_bundled_config_validates_and_the_gpu_cluster_config_gives_each_mo
     declared = {group[0].name: group[0].resources for group in groups}
     assert (declared["separate"].num_gpus, declared["segment"].num_gpus) == (0.25, 1.0)
     assert declared["separate"].concurrency == (1, 16) and declared["measure"].batch_size == 64
+
+
+class SlowSource(BatchStage):
+    """A source-level stage whose first worker to set up is ready at once and the others only later,
+    as when one worker loads its models faster; each source takes a while and reports its worker."""
+
+    name: ClassVar[str] = "slow_source"
+
+    def __init__(self, token_dir: str) -> None:
+        self.token_dir = token_dir
+
+    def setup(self) -> None:
+        try:
+            os.close(os.open(os.path.join(self.token_dir, "first"), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(1.5)
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        time.sleep(4.0)
+        return [{**row, "metadata": json.dumps({"pid": os.getpid()})} for row in rows]
+
+
+@pytest.mark.slow
+def test_a_source_waits_for_an_idle_worker_instead_of_queueing_behind_another(ray_cluster, tmp_path):
+    from ray import cloudpickle
+
+    from pipeline.runner import iter_ray
+
+    pool = StageResources(num_cpus=1, concurrency=2)
+    stage = StageSpec("slow_source", partial(SlowSource, str(tmp_path)), pool, "sources")
+    groups = group_by_declaration([stage])
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        sources = [{"input_path": f"in{i}", "status": STATUS_OK} for i in range(2)]
+        tables = list(iter_ray(groups, sources, CORE_STREAM))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    pids = [json.loads(value)["pid"] for table in tables for value in table["metadata"].to_pylist()]
+    assert len(pids) == 2 and pids[0] != pids[1]
