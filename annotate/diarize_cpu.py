@@ -143,7 +143,7 @@ class PyannoteVAD:
 
 class CpuDiarizerConfig(StrictConfig):
     # A 2 s step: each second of speech is scored in 2-3 windows and embedded in 2-3 (GE2E is most of
-    # the cost); on pyannote's sample it diarizes as well as a 1 s step at 1.5x the speed (README).
+    # the cost), about twice as fast as a 1 s step; pyannote's sample: DER 10.6% against 8.1% (README).
     segmentation: PyannoteSegmentationConfig = PyannoteSegmentationConfig(step_s=2.0)
     embedding: SpeakerEmbedderConfig = SpeakerEmbedderConfig()
     min_embedding_s: Annotated[float, Field(gt=0)] = Field(
