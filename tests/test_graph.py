@@ -323,11 +323,24 @@ class ResourceProbe(BatchStage):
         ]
 
 
-@pytest.mark.slow
-def test_two_pools_with_different_declarations_get_their_own_resources(ray_cluster, tmp_path):
+def metadata_through_ray(groups: list[list[StageSpec]], sources: int) -> list[object]:
+    """Run `sources` rows through the stage groups as Ray pools; each output row's metadata, parsed."""
     from ray import cloudpickle
 
     from pipeline.runner import iter_ray
+
+    # The workers cannot import this test module: its stage classes travel by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        rows = [{"input_path": f"in{i}", "status": STATUS_OK} for i in range(sources)]
+        tables = list(iter_ray(groups, rows, CORE_STREAM))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    return [json.loads(value) for table in tables for value in table["metadata"].to_pylist()]
+
+
+@pytest.mark.slow
+def test_two_pools_with_different_declarations_get_their_own_resources(ray_cluster, tmp_path):
 
     light = StageResources(num_cpus=0.5, resources={RAY_TEST_RESOURCE: 0.5}, concurrency=1)
     full = StageResources(num_cpus=1, concurrency=1)
@@ -338,14 +351,7 @@ def test_two_pools_with_different_declarations_get_their_own_resources(ray_clust
         ]
     )
     assert len(groups) == 2
-    # The workers cannot import this test module: its probe class travels by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        sources = [{"input_path": f"in{i}", "status": STATUS_OK} for i in range(4)]
-        tables = list(iter_ray(groups, sources, CORE_STREAM))
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    reports = [json.loads(value) for table in tables for value in table["metadata"].to_pylist()]
+    reports = metadata_through_ray(groups, sources=4)
     assert len(reports) == 4
     for light_report, full_report in reports:
         assert (light_report["pool"], full_report["pool"]) == ("light", "full")
@@ -402,18 +408,8 @@ class SlowSource(BatchStage):
 
 @pytest.mark.slow
 def test_a_source_waits_for_an_idle_worker_instead_of_queueing_behind_another(ray_cluster, tmp_path):
-    from ray import cloudpickle
-
-    from pipeline.runner import iter_ray
 
     pool = StageResources(num_cpus=1, concurrency=2)
     stage = StageSpec("slow_source", partial(SlowSource, str(tmp_path)), pool, "sources")
-    groups = group_by_declaration([stage])
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        sources = [{"input_path": f"in{i}", "status": STATUS_OK} for i in range(2)]
-        tables = list(iter_ray(groups, sources, CORE_STREAM))
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    pids = [json.loads(value)["pid"] for table in tables for value in table["metadata"].to_pylist()]
+    pids = [report["pid"] for report in metadata_through_ray(group_by_declaration([stage]), sources=2)]
     assert len(pids) == 2 and pids[0] != pids[1]
