@@ -30,6 +30,7 @@ from annotate.segmentation_windows import (
     Window,
     clean_durations,
     hysteresis,
+    keeps_step,
 )
 from annotate.speakers import SpeakerEmbedder, SpeakerEmbedderConfig
 
@@ -144,7 +145,9 @@ class PyannoteVAD:
 class CpuDiarizerConfig(StrictConfig):
     # A 2 s step: each second of speech is scored in 2-3 windows and embedded in 2-3 (GE2E is most of
     # the cost), about twice as fast as a 1 s step; pyannote's sample: DER 10.6% against 8.1% (README).
-    segmentation: PyannoteSegmentationConfig = PyannoteSegmentationConfig(step_s=2.0)
+    segmentation: Annotated[PyannoteSegmentationConfig, keeps_step(2.0)] = PyannoteSegmentationConfig(
+        step_s=2.0
+    )
     embedding: SpeakerEmbedderConfig = SpeakerEmbedderConfig()
     min_embedding_s: Annotated[float, Field(gt=0)] = Field(
         default=1.0, description="A local speaker needs this much speech alone in a window to be embedded."

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from annotate.audio import SAMPLE_RATE
 from annotate.base import StrictConfig
@@ -28,6 +28,16 @@ class PyannoteSegmentationConfig(StrictConfig):
         description="Local segmentation checkpoint folder; default: the bundled pyannote/segmentation.",
     )
     device: str = "cpu"
+    torchscript: bool = Field(
+        default=True,
+        description="On CPU, load a TorchScript export of the model (made once per checkpoint and checked "
+        "against pyannote's model) instead of importing pyannote.audio in every worker (about 7 s each).",
+    )
+    torchscript_cache: Path | None = Field(
+        default=None,
+        description="Where exports are kept; default $STYLECAPS_CACHE/torchscript, else "
+        "~/.cache/stylecaps/torchscript.",
+    )
     step_s: Annotated[float, Field(gt=0)] = Field(
         default=1.0, description="Window hop (rounded to whole model frames); the window is the model's 5 s."
     )
@@ -38,6 +48,16 @@ class PyannoteSegmentationConfig(StrictConfig):
     min_duration_on_s: Annotated[float, Field(ge=0)] = 0.136
     min_duration_off_s: Annotated[float, Field(ge=0)] = 0.067
     decode_block_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+def keeps_step(step_s: float) -> BeforeValidator:
+    """For a field whose default has another step than the model's own: a partial mapping given in
+    config (`{batch_size: 8}`) keeps that step unless it names one."""
+
+    def fill(value: object) -> object:
+        return {"step_s": step_s, **value} if isinstance(value, dict) else value
+
+    return BeforeValidator(fill)
 
 
 @dataclass(frozen=True)
@@ -53,20 +73,23 @@ class SegmentationModel:
 
     def __init__(self, config: PyannoteSegmentationConfig) -> None:
         import torch
-        from pyannote.audio import Model
 
         from annotate.models import bundled_path
+        from annotate.segmentation_export import load_segmentation, load_with_pyannote
 
         folder = Path(config.model_dir) if config.model_dir else bundled_path("pyannote-segmentation")
         if not folder.is_dir():
             raise FileNotFoundError(f"segmentation model folder {folder} does not exist")
         self.config = config
         self.device = torch.device(config.device)
-        self.model = Model.from_pretrained(folder).eval().to(self.device)
-        self.window_samples = round(self.model.specifications.duration * SAMPLE_RATE)
-        self.frame_center = self.model.receptive_field_center(0)
-        self.frame_step = self.model.receptive_field_center(1) - self.frame_center
-        self.frames_per_window = self.model.num_frames(self.window_samples)
+        if self.device.type == "cpu" and config.torchscript:
+            self.model, geometry = load_segmentation(folder, config.torchscript_cache)
+        else:
+            self.model, geometry = load_with_pyannote(folder, self.device)
+        self.window_samples = geometry.window_samples
+        self.frame_center = geometry.frame_center
+        self.frame_step = geometry.frame_step
+        self.frames_per_window = geometry.frames_per_window
         self.frames_per_hop = max(1, round(config.step_s * SAMPLE_RATE / self.frame_step))
         self.hop = self.frames_per_hop * self.frame_step
         if self.hop > self.window_samples:
@@ -152,13 +175,19 @@ class FrameAverage:
 
 def hysteresis(scores: np.ndarray, onset: float, offset: float) -> np.ndarray:
     """Active from where a score rises above onset until it falls below offset; `scores` is
-    (frames,) or (frames, channels), each channel on its own."""
-    from pyannote.audio.utils.signal import binarize_ndarray
-
+    (frames,) or (frames, channels), each channel on its own. The same as pyannote's
+    `binarize_ndarray` (a test holds them equal), without importing pyannote.audio in a worker."""
     if scores.size == 0:
         return np.zeros(scores.shape, dtype=bool)
-    columns = scores.reshape(scores.shape[0], -1).T
-    return binarize_ndarray(columns, onset=onset, offset=offset).T.reshape(scores.shape)
+    columns = np.nan_to_num(scores.reshape(scores.shape[0], -1))
+    on = columns > onset
+    decided = on | (columns < offset)  # frames whose state does not depend on the previous one
+    frames = np.arange(columns.shape[0])[:, None]
+    last_decided = np.maximum.accumulate(np.where(decided, frames, -1), axis=0)
+    # Before a channel's first decided frame, its first score against the thresholds' midpoint decides.
+    initial = np.broadcast_to(columns[0] >= (onset + offset) / 2, columns.shape)
+    held = np.take_along_axis(on, np.maximum(last_decided, 0), axis=0)
+    return np.where(last_decided >= 0, held, initial).reshape(scores.shape)
 
 
 def clean_durations(active: np.ndarray, min_on_frames: int, min_off_frames: int) -> np.ndarray:

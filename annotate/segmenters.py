@@ -11,7 +11,7 @@ happen inside one speaker's turns, so no segment crosses a speaker change.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,7 +22,7 @@ from annotate.diarize_cpu import CpuDiarizer, CpuDiarizerConfig, PyannoteVAD
 from annotate.diarize_pipeline import PyannotePipelineConfig, PyannotePipelineDiarizer
 from annotate.plan import PLAN_KEY, SourcePlan
 from annotate.segment import SegmenterConfig, SileroFrameScorer, silero_plan
-from annotate.segmentation_windows import PyannoteSegmentationConfig
+from annotate.segmentation_windows import PyannoteSegmentationConfig, keeps_step
 
 SegmentBackend = Literal["silero", "pyannote-vad", "diarize-cpu", "pyannote-pipeline"]
 # Backends whose labels name speakers (the same label is the same voice within a source).
@@ -31,8 +31,8 @@ _SPEAKER_BACKENDS = {"diarize-cpu", "pyannote-pipeline"}
 
 class SegmentConfig(SegmenterConfig):
     backend: SegmentBackend = "silero"
-    pyannote: PyannoteSegmentationConfig = Field(
-        # A change is placed by the window most centred on it: a 0.5 s hop places them within 0.1 s.
+    # A change is placed by the window most centred on it: a 0.5 s hop places them within 0.1 s.
+    pyannote: Annotated[PyannoteSegmentationConfig, keeps_step(0.5)] = Field(
         default=PyannoteSegmentationConfig(step_s=0.5),
         description="The pyannote-vad backend's segmentation model and hyper-parameters.",
     )

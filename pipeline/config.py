@@ -208,6 +208,11 @@ class RunConfig(StrictConfig):
         processing = self.model_dump(mode="json", include=sections)
         processing["write"].pop("fsync", None)
         processing["separate"].pop("work_dir", None)  # where scratch files go changes no segment
+        for segmentation in (
+            processing["segment"]["pyannote"],
+            processing["segment"]["diarize_cpu"]["segmentation"],
+        ):
+            segmentation.pop("torchscript_cache", None)  # nor where a model's export is kept
         blob = json.dumps(processing, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -181,6 +181,21 @@ def test_processing_hash_ignores_sources_ray_and_fsync():
     assert parse_config({"write": {"fsync": True}}).processing_hash() == base
 
 
+def test_a_partial_segmentation_section_keeps_its_backends_own_step():
+    config = parse_config({"segment": {"pyannote": {"batch_size": 8}, "diarize_cpu": {"segmentation": {}}}})
+    assert config.segment.pyannote.step_s == 0.5
+    assert config.segment.diarize_cpu.segmentation.step_s == 2.0
+    assert parse_config({"segment": {"pyannote": {"step_s": 1.5}}}).segment.pyannote.step_s == 1.5
+
+
+def test_processing_hash_ignores_where_scratch_audio_and_model_exports_are_kept():
+    base = parse_config({}).processing_hash()
+    assert parse_config({"separate": {"work_dir": "/scratch/sep"}}).processing_hash() == base
+    assert parse_config({"segment": {"pyannote": {"torchscript_cache": "/c"}}}).processing_hash() == base
+    cpu = {"segment": {"diarize_cpu": {"segmentation": {"torchscript_cache": "/c"}}}}
+    assert parse_config(cpu).processing_hash() == base
+
+
 @pytest.mark.parametrize(
     "change",
     [
