@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from annotate.base import StrictConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # resemblyzer's GE2E partial utterances: 1.6 s windows, 1.3 per second, a last partial kept when
 # 75 % full (its embed_utterance defaults); the level its preprocess_wav brings quiet audio up to.
@@ -43,9 +46,19 @@ class SpeakerEmbedder:
         import torch
 
         if self.config.backend == "ge2e":
-            from resemblyzer import VoiceEncoder
+            import librosa
+            from resemblyzer import VoiceEncoder, hparams
 
             self._model = VoiceEncoder(self.config.device, verbose=False)
+            # resemblyzer's mel spectrogram (librosa's, a call per waveform) computed with torch: the same
+            # values (a test holds the embeddings equal) in a tenth of the time.
+            self._n_fft = hparams.sampling_rate * hparams.mel_window_length // 1000
+            self._hop = hparams.sampling_rate * hparams.mel_window_step // 1000
+            basis = librosa.filters.mel(
+                sr=hparams.sampling_rate, n_fft=self._n_fft, n_mels=hparams.mel_n_channels
+            )
+            self._mel_basis = torch.from_numpy(basis)
+            self._window = torch.hann_window(self._n_fft)
         else:
             from pyannote.audio import Model
 
@@ -69,7 +82,7 @@ class SpeakerEmbedder:
         """resemblyzer's `embed_utterance` (mean of its partial-utterance embeddings), with the partials
         of all waveforms batched through the encoder together."""
         import torch
-        from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
+        from resemblyzer.audio import normalize_volume
 
         encoder = self._model
         partials: list[np.ndarray] = []
@@ -80,7 +93,7 @@ class SpeakerEmbedder:
                 wave.size, _GE2E_PARTIALS_PER_S, _GE2E_MIN_COVERAGE
             )
             wave = np.pad(wave, (0, max(0, wav_slices[-1].stop - wave.size)))
-            mel = wav_to_mel_spectrogram(wave)
+            mel = self._mel(torch.from_numpy(wave))
             partials.extend(mel[s] for s in mel_slices)
             owner.extend([index] * len(mel_slices))
         outputs = []
@@ -92,6 +105,21 @@ class SpeakerEmbedder:
         sums = np.zeros((len(waves), partial_embeddings.shape[1]), dtype=np.float64)
         np.add.at(sums, np.asarray(owner), partial_embeddings)
         return sums.astype(np.float32)
+
+    def _mel(self, wave: torch.Tensor) -> np.ndarray:
+        """(frames, mel channels) power mel spectrogram, as resemblyzer's `wav_to_mel_spectrogram`."""
+        import torch
+
+        spectrum = torch.stft(
+            wave,
+            self._n_fft,
+            self._hop,
+            window=self._window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        return (self._mel_basis @ spectrum.abs().square()).T.numpy()
 
     def _embed_pyannote(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         import torch
