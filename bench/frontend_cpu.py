@@ -7,9 +7,10 @@ machine's CPUs), on two-speaker recordings of real voices (scripts/two_voices.py
       clustering, speaker consistency, cut, measure, caption, verify) on `--minutes` (10) of audio in
       `--files` (2) recordings, Ray start included; goal >= 20x on 2 cores (a source is diarized by one
       worker, so one file uses one core: `--files 1` shows the single-core figure). Beside it the
-      silero-only pipeline (configs/demo.yaml) on the same files and the ratio of wall times, runs
-      alternating silero, diarize, diarize, silero; then diarize-cpu on twice the audio (as many more
-      files): the start of Ray and of each worker weighs half as much there. The segmentation model's
+      silero-only pipeline (configs/demo.yaml) on the same files and the ratio of the median wall
+      times, `--repeats` (3) runs of each in the order silero, diarize, diarize, silero, silero,
+      diarize (a VM's noise moves single runs by 20%); then diarize-cpu on twice the audio (as many
+      more files): the start of Ray and of each worker weighs half as much there. The segmentation model's
       TorchScript export, made once per machine on first use (annotate/segmentation_export.py), is
       made before the timed runs, with its cost printed;
   (b) peak private resident memory (RssAnon) of the driver and of each stage worker with diarize-cpu on
@@ -63,6 +64,7 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--files", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (median taken)")
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -75,7 +77,8 @@ def main() -> None:
             write_two_voices(path, args.minutes * 60 / args.files, pause_s=0.4 + 0.05 * index)
         audio = doubled[: args.files]
         walls: dict[str, list[float]] = {"silero": [], "diarize": []}
-        for index, name in enumerate(("silero", "diarize", "diarize", "silero")):
+        order = ("silero", "diarize", "diarize", "silero") * args.repeats
+        for index, name in enumerate(order[: 2 * args.repeats]):
             result = run(SILERO if name == "silero" else DIARIZE, audio, folder / f"run{index}")
             walls[name].append(result["wall_s"])
             audio_s = result["audio_s"]
