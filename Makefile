@@ -9,7 +9,7 @@ APT_PACKAGES := ffmpeg espeak-ng festival festvox-kallpc16k festvox-us-slt-hts s
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: env system-deps fix-wheels tiny-models demo test lint bench bench-train examples clean
+.PHONY: env system-deps fix-wheels tiny-models demo demo-llm test lint bench bench-train examples clean
 
 env: $(STAMP)
 
@@ -45,8 +45,16 @@ fix-wheels:
 	$(BIN)/python scripts/fix_cpu_wheels.py
 
 # Tiny random-weight Qwen3-Omni, Qwen3, demucs and pyannote checkpoints (seconds; see the script).
-tiny-models: env
+TINY_MODELS := models/tiny/.built
+tiny-models: $(TINY_MODELS)
+$(TINY_MODELS): scripts/make_tiny_models.py | env
 	$(BIN)/python scripts/make_tiny_models.py --out models/tiny
+	touch $(TINY_MODELS)
+
+# The LLM path on CPU: the example corpus captioned by a tiny Qwen3-Omni under vLLM and checked by the
+# rules then a tiny Qwen3 checklist agent (random weights: noise text, real plumbing).
+demo-llm: $(TINY_MODELS)
+	$(BIN)/stylecaps annotate --config configs/demo-llm.yaml --out runs/demo-llm
 
 # Real labeled speech for the demo's last figures, when it is there (see tests/conftest.py).
 CALIBRATION ?= ../shared/calibration

@@ -10,7 +10,7 @@ import random
 from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from annotate.base import BatchStage, Row, StrictConfig
 from annotate.caption_types import CAPTIONS_COLUMN
@@ -22,9 +22,17 @@ MODEL = "stylecaps-acoustic/1"
 
 
 class AcousticCaptionerConfig(StrictConfig):
-    views: Annotated[int, Field(ge=1, le=64)] = 3
+    views: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=3, description="Fine views per segment; 0 with global_view writes the global view alone."
+    )
     seed: int = 0
     global_view: bool = True
+
+    @model_validator(mode="after")
+    def _writes_something(self) -> AcousticCaptionerConfig:
+        if self.views == 0 and not self.global_view:
+            raise ValueError("views 0 and global_view false: the acoustic captioner would write no caption")
+        return self
 
 
 def caption_record(text: str, granularity: str, view: int, seed: int) -> dict[str, Any]:
@@ -67,6 +75,14 @@ class AcousticCaptioner(BatchStage):
         return out
 
     def __call__(self, rows: list[Row]) -> list[Row]:
+        """The rows with these captions appended to any an earlier captioner wrote."""
         return [
-            {**row, "captions": self.captions(row["segment_id"], StyleTags(**row["tags"]))} for row in rows
+            {
+                **row,
+                "captions": [
+                    *(row.get("captions") or []),
+                    *self.captions(row["segment_id"], StyleTags(**row["tags"])),
+                ],
+            }
+            for row in rows
         ]

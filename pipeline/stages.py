@@ -19,6 +19,7 @@ from typing import Literal
 import pyarrow as pa
 
 from annotate.base import STATUS_OK, BatchStage, Row, StreamingStage, failed_row
+from annotate.caption_stage import CaptionStage
 from annotate.captioner import AcousticCaptioner
 from annotate.consistency import SpeakerConsistencyStage
 from annotate.cut import CutStage
@@ -26,11 +27,22 @@ from annotate.ingest import IngestStage, SourceClaims
 from annotate.measure import MeasureStage
 from annotate.segmenters import SegmentStage
 from annotate.separate import SeparateStage
+from annotate.tags import TagBins
 from annotate.transcribe import WhisperTranscriber
+from annotate.vllm_captioner import VllmCaptioner
 from pipeline.claims import ClaimsRegistry
-from pipeline.config import SEGMENTS_PER_BATCH, SOURCES_PER_BATCH, RunConfig, StageResources
+from pipeline.config import (
+    SEGMENTS_PER_BATCH,
+    SOURCES_PER_BATCH,
+    CaptionConfig,
+    RunConfig,
+    StageResources,
+    VerifyConfig,
+)
 from pipeline.errors import UsageError
+from verify.llm_verifier import LlmVerifier
 from verify.rules import RulesVerifier
+from verify.stage import VerifyStage
 
 
 class StageSetupError(UsageError):
@@ -90,9 +102,32 @@ def build_stage_specs(
     return [
         *specs,
         spec("measure", partial(MeasureStage, config.measure)),
-        spec("caption", partial(AcousticCaptioner, config.caption.acoustic)),
-        spec("verify", partial(RulesVerifier, config.verify.rules, config.measure.bins)),
+        spec("caption", partial(CaptionStage, captioners(config.caption))),
+        spec("verify", partial(VerifyStage, verifiers(config.verify, config.measure.bins))),
     ]
+
+
+def captioners(config: CaptionConfig) -> list[BatchStage]:
+    """The caption stage's backends in turn: the fine (and global) captioner, then the acoustic global
+    view when `global_backend` is acoustic. Built here, loaded in each worker's setup."""
+    if config.backend == "acoustic":
+        return [AcousticCaptioner(config.acoustic)]
+    assert config.vllm is not None  # the config's validator saw to it
+    if config.global_backend == "same":
+        return [VllmCaptioner(config.vllm)]
+    return [
+        VllmCaptioner(config.vllm.model_copy(update={"global_view": False})),
+        AcousticCaptioner(config.acoustic.model_copy(update={"views": 0, "global_view": True})),
+    ]
+
+
+def verifiers(config: VerifyConfig, bins: TagBins) -> list[BatchStage]:
+    """The rules first, then the LLM checklist agent (which by default skips what the rules rejected)."""
+    rules = RulesVerifier(config.rules, bins)
+    if config.backend == "rules":
+        return [rules]
+    assert config.vllm is not None  # the config's validator saw to it
+    return [rules, LlmVerifier(config.vllm)]
 
 
 def group_by_declaration(specs: list[StageSpec]) -> list[list[StageSpec]]:

@@ -97,7 +97,7 @@ def test_unknown_nested_key_names_its_dotted_path(data, key):
         ({"write": {"rows_per_shard": 0}}, "write.rows_per_shard"),
         ({"write": {"compression": "lz4"}}, "write.compression"),
         ({"segment": {"threshold": 1.5}}, "segment.threshold"),
-        ({"caption": {"acoustic": {"views": 0}}}, "caption.acoustic.views"),
+        ({"caption": {"acoustic": {"views": -1}}}, "caption.acoustic.views"),
         ({"caption": {"backend": "llm"}}, "caption.backend"),
         ({"verify": {"rules": {"checks": ["no_quotes", "no_emoji"]}}}, "verify.rules.checks.1"),
         ({"measure": {"bins": {"alpha_ratio_db": [-5, -20]}}}, "measure.bins"),
@@ -325,3 +325,40 @@ def test_cli_config_output_keeps_square_brackets_in_values(tmp_path):
     assert code == 0, err
     expected = {"path": "takes/[bold]take[/bold]_01.wav", "speaker": None, "gender": None}
     assert yaml.safe_load(out)["sources"] == [expected]
+
+
+LLM_ENGINE = {"engine": {"model": "Qwen/Qwen3-8B", "tensor_parallel_size": 2}}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"caption": {"backend": "vllm"}}, "caption backend vllm needs caption.vllm"),
+        ({"verify": {"backend": "vllm"}}, "verify backend vllm needs verify.vllm"),
+        ({"caption": {"global_backend": "acoustic"}}, "global_backend acoustic is for a vllm backend"),
+        (
+            {
+                "caption": {"backend": "vllm", "vllm": LLM_ENGINE},
+                "ray": {"stages": {"caption": {"num_gpus": 1}}},
+            },
+            "ray.stages.caption.num_gpus is 1 but caption.vllm.engine.tensor_parallel_size is 2",
+        ),
+    ],
+)
+def test_llm_sections_that_cannot_run_are_one_line_errors(data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(data)
+
+
+def test_an_llm_stage_on_cpu_or_on_as_many_gpus_as_its_engine_spreads_over_is_accepted():
+    caption = {"backend": "vllm", "vllm": LLM_ENGINE}
+    assert parse_config({"caption": caption}).caption.vllm.engine.tensor_parallel_size == 2
+    on_gpus = parse_config({"caption": caption, "ray": {"stages": {"caption": {"num_gpus": 2}}}})
+    assert on_gpus.ray.declaration("caption").num_gpus == 2
+
+
+def test_the_shipped_llm_configs_validate():
+    demo = load_config(REPO / "configs" / "demo-llm.yaml")
+    cluster = load_config(REPO / "configs" / "cluster.yaml")
+    assert (demo.caption.backend, demo.verify.backend) == ("vllm", "vllm")
+    assert cluster.caption.vllm.kind == "captioner" and cluster.caption.global_backend == "acoustic"

@@ -16,6 +16,7 @@ import pytest
 
 from annotate.audio import SAMPLE_RATE, encode_flac
 from annotate.base import end_row
+from annotate.caption_stage import CaptionStage
 from annotate.caption_types import CAPTIONS_COLUMN
 from annotate.captioner import AcousticCaptioner
 from annotate.measure import MEASUREMENT_NAMES, TAGS_TYPE, MeasureStage
@@ -282,9 +283,7 @@ def test_annotate_refuses_to_extend_a_run_of_another_column_set_or_major_version
 
 
 def test_annotate_stops_on_a_column_conflict_before_making_the_run_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        AcousticCaptioner, "columns", (*AcousticCaptioner.columns, pa.field("tags", pa.string()))
-    )
+    monkeypatch.setattr(CaptionStage, "columns", (*CaptionStage.columns, pa.field("tags", pa.string())))
     clip = str(EXAMPLES / "corpus" / "espeak_en-us_m3_p50_s110_a100_13.flac")
     with pytest.raises(
         ColumnConflictError, match=r"^stage 'measure' and stage 'caption' both declare shard column 'tags'"

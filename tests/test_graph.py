@@ -379,10 +379,13 @@ def test_every_bundled_config_validates_and_the_gpu_cluster_config_gives_each_mo
     groups = group_by_declaration(build_stage_specs(config, work_dir=REPO / "work"))
     assert _names(groups) == [
         ["ingest"], ["separate"], ["segment"], ["speaker_consistency"], ["cut"], ["measure"],
-        ["caption", "verify"],
+        ["caption"], ["verify"],
     ]  # fmt: skip
     declared = {group[0].name: group[0].resources for group in groups}
     assert (declared["separate"].num_gpus, declared["segment"].num_gpus) == (0.25, 1.0)
+    # The captioner's pools hold 2 GPUs per worker, its engine's tensor parallelism.
+    assert declared["caption"].num_gpus == config.caption.vllm.engine.tensor_parallel_size == 2
+    assert declared["verify"].num_gpus == 1
     assert declared["separate"].concurrency == (1, 16) and declared["measure"].batch_size == 64
 
 

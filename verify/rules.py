@@ -302,11 +302,15 @@ class RulesVerifier(BatchStage):  # fills each caption's verdict: no column of i
         return {"passed": not failed, "failed_checks": failed, "reasons": reasons, "verifier": VERIFIER}
 
     def __call__(self, rows: list[Row]) -> list[Row]:
+        """Every caption judged, except one already rejected upstream (a captioner's degenerate output),
+        which keeps its verdict."""
         return [
             {
                 **row,
                 "captions": [
-                    {**caption, "verdict": self.verdict(caption, row.get("transcript"), row)}
+                    caption
+                    if caption.get("verdict") is not None and not caption["verdict"]["passed"]
+                    else {**caption, "verdict": self.verdict(caption, row.get("transcript"), row)}
                     for caption in row["captions"]
                 ],
             }
