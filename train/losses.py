@@ -167,4 +167,3 @@ def draw_task(step: int, seed: int, p0: float, p_min: float, decay_steps: int) -
     worker, because the draw depends only on the seed and the step."""
     draw = random.Random(f"{seed}:task:{step}").random()
     return 1 if draw < task_probability(step, p0, p_min, decay_steps) else 2
-
