@@ -19,12 +19,14 @@ from annotate.base import StrictConfig
 from annotate.captioner import AcousticCaptionerConfig
 from annotate.consistency import SpeakerConsistencyConfig
 from annotate.measure import MeasureConfig
+from annotate.openai_captioner import OpenAICaptionerConfig
 from annotate.segmenters import SegmentConfig
 from annotate.separate import SeparateConfig
 from annotate.transcribe import WhisperConfig
 from annotate.vllm_captioner import VllmCaptionerConfig
 from pipeline.errors import UsageError
 from verify.llm_verifier import VllmVerifierConfig
+from verify.openai_verifier import OpenAIVerifierConfig
 from verify.rules import RulesVerifierConfig
 
 ConfigT = TypeVar("ConfigT", bound=StrictConfig)
@@ -54,9 +56,10 @@ class AsrConfig(StrictConfig):
 
 
 class CaptionConfig(StrictConfig):
-    backend: Literal["acoustic", "vllm"] = Field(
+    backend: Literal["acoustic", "vllm", "openai"] = Field(
         default="acoustic",
-        description="Writes the fine views (and the global view unless global_backend says).",
+        description="Writes the fine views (and the global view unless global_backend says): the tag-based "
+        "captioner, Qwen3-Omni in-process (vllm), or a model behind an OpenAI-compatible server (openai).",
     )
     global_backend: Literal["same", "acoustic"] = Field(
         default="same",
@@ -65,28 +68,43 @@ class CaptionConfig(StrictConfig):
     )
     acoustic: AcousticCaptionerConfig = AcousticCaptionerConfig()
     vllm: VllmCaptionerConfig | None = Field(default=None, description="The vllm backend (required there).")
+    openai: OpenAICaptionerConfig | None = Field(
+        default=None, description="The openai backend (required there)."
+    )
 
     @model_validator(mode="after")
     def _backend_configured(self) -> CaptionConfig:
-        if self.backend == "vllm" and self.vllm is None:
-            raise ValueError("caption backend vllm needs caption.vllm (at least caption.vllm.engine.model)")
+        _llm_section_given("caption", self.backend, self.vllm, self.openai)
         if self.backend == "acoustic" and self.global_backend == "acoustic":
-            raise ValueError("global_backend acoustic is for a vllm backend; with acoustic use 'same'")
+            raise ValueError("global_backend acoustic is for an LLM backend; with acoustic use 'same'")
         return self
 
 
 class VerifyConfig(StrictConfig):
-    backend: Literal["rules", "vllm"] = Field(
-        default="rules", description="rules alone, or the rules then a Qwen3 checklist agent (vllm)."
+    backend: Literal["rules", "vllm", "openai"] = Field(
+        default="rules",
+        description="rules alone, or the rules then a Qwen3 checklist agent (in-process vllm, or openai: "
+        "behind an OpenAI-compatible server).",
     )
     rules: RulesVerifierConfig = RulesVerifierConfig()
     vllm: VllmVerifierConfig | None = Field(default=None, description="The vllm backend (required there).")
+    openai: OpenAIVerifierConfig | None = Field(
+        default=None, description="The openai backend (required there)."
+    )
 
     @model_validator(mode="after")
     def _backend_configured(self) -> VerifyConfig:
-        if self.backend == "vllm" and self.vllm is None:
-            raise ValueError("verify backend vllm needs verify.vllm (at least verify.vllm.engine.model)")
+        _llm_section_given("verify", self.backend, self.vllm, self.openai)
         return self
+
+
+def _llm_section_given(stage: str, backend: str, vllm: object, openai: object) -> None:
+    if backend == "vllm" and vllm is None:
+        raise ValueError(f"{stage} backend vllm needs {stage}.vllm (at least {stage}.vllm.engine.model)")
+    if backend == "openai" and openai is None:
+        raise ValueError(
+            f"{stage} backend openai needs {stage}.openai (at least its endpoint's base_url and model)"
+        )
 
 
 class WriteConfig(StrictConfig):

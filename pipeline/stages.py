@@ -25,6 +25,7 @@ from annotate.consistency import SpeakerConsistencyStage
 from annotate.cut import CutStage
 from annotate.ingest import IngestStage, SourceClaims
 from annotate.measure import MeasureStage
+from annotate.openai_captioner import OpenAICaptioner
 from annotate.segmenters import SegmentStage
 from annotate.separate import SeparateStage
 from annotate.tags import TagBins
@@ -41,6 +42,7 @@ from pipeline.config import (
 )
 from pipeline.errors import UsageError
 from verify.llm_verifier import LlmVerifier
+from verify.openai_verifier import OpenAIVerifier
 from verify.rules import RulesVerifier
 from verify.stage import VerifyStage
 
@@ -112,11 +114,14 @@ def captioners(config: CaptionConfig) -> list[BatchStage]:
     view when `global_backend` is acoustic. Built here, loaded in each worker's setup."""
     if config.backend == "acoustic":
         return [AcousticCaptioner(config.acoustic)]
-    assert config.vllm is not None  # the config's validator saw to it
+    build, settings = (
+        (VllmCaptioner, config.vllm) if config.backend == "vllm" else (OpenAICaptioner, config.openai)
+    )
+    assert settings is not None  # the config's validator saw to it
     if config.global_backend == "same":
-        return [VllmCaptioner(config.vllm)]
+        return [build(settings)]
     return [
-        VllmCaptioner(config.vllm.model_copy(update={"global_view": False})),
+        build(settings.model_copy(update={"global_view": False})),
         AcousticCaptioner(config.acoustic.model_copy(update={"views": 0, "global_view": True})),
     ]
 
@@ -126,8 +131,11 @@ def verifiers(config: VerifyConfig, bins: TagBins) -> list[BatchStage]:
     rules = RulesVerifier(config.rules, bins)
     if config.backend == "rules":
         return [rules]
-    assert config.vllm is not None  # the config's validator saw to it
-    return [rules, LlmVerifier(config.vllm)]
+    if config.backend == "vllm":
+        assert config.vllm is not None  # the config's validator saw to it
+        return [rules, LlmVerifier(config.vllm)]
+    assert config.openai is not None
+    return [rules, OpenAIVerifier(config.openai)]
 
 
 def group_by_declaration(specs: list[StageSpec]) -> list[list[StageSpec]]:

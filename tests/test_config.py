@@ -335,7 +335,8 @@ LLM_ENGINE = {"engine": {"model": "Qwen/Qwen3-8B", "tensor_parallel_size": 2}}
     [
         ({"caption": {"backend": "vllm"}}, "caption backend vllm needs caption.vllm"),
         ({"verify": {"backend": "vllm"}}, "verify backend vllm needs verify.vllm"),
-        ({"caption": {"global_backend": "acoustic"}}, "global_backend acoustic is for a vllm backend"),
+        ({"caption": {"backend": "openai"}}, "caption backend openai needs caption.openai"),
+        ({"caption": {"global_backend": "acoustic"}}, "global_backend acoustic is for an LLM backend"),
         (
             {
                 "caption": {"backend": "vllm", "vllm": LLM_ENGINE},

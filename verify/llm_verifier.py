@@ -30,8 +30,9 @@ OUTPUT_INVALID = "verifier_output_invalid"
 _THINK_END = "</think>"
 
 
-class VllmVerifierConfig(StrictConfig):
-    engine: VllmEngineConfig
+class VerifierSettings(StrictConfig):
+    """What the LLM checklist verifier asks and how, whichever backend runs the model."""
+
     checklist: Path = Field(default=DEFAULT_CHECKLIST, description="The checklist YAML file.")
     thinking: bool = Field(
         default=False,
@@ -56,6 +57,10 @@ class VllmVerifierConfig(StrictConfig):
         load_checklist(path)  # a bad checklist is a config error, not a failure of the first batch
         # Ray workers do not share the driver's working directory: a relative path would not be found.
         return path.resolve()
+
+
+class VllmVerifierConfig(VerifierSettings):
+    engine: VllmEngineConfig
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class LlmVerifier(BatchStage):  # fills each caption's verdict: no column of its
         )
         self.llm: Any = None  # the vllm.LLM engine, between setup and teardown
         self.last_conversations = 0  # chats sent to the engine for the last batch, all attempts
-        self._system = _system_prompt(self.checklist)
+        self._system = system_prompt(self.checklist)
         self._schema = self.verdict_type.model_json_schema()
 
     def setup(self) -> None:
@@ -206,7 +211,7 @@ class LlmVerifier(BatchStage):  # fills each caption's verdict: no column of its
         return {"passed": not failed, "failed_checks": failed, "reasons": reasons, "verifier": self.verifier}
 
 
-def _system_prompt(checklist: Checklist) -> str:
+def system_prompt(checklist: Checklist) -> str:
     items = "\n".join(f"{n}. {item.id}: {item.question}" for n, item in enumerate(checklist.items, 1))
     return f"{checklist.instructions.strip()}\n\nItems:\n{items}"
 

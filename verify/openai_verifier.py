@@ -18,52 +18,22 @@ again here, so that answers are parsed as the in-process ones are.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, field_validator
-
-from annotate.base import StrictConfig
 from annotate.openai_client import ChatClient, OpenAIEndpointConfig
 from verify.checklist import load_checklist, verdict_model
-from verify.llm_verifier import DEFAULT_CHECKLIST, Judgement, LlmVerifier, _system_prompt
+from verify.llm_verifier import Judgement, LlmVerifier, VerifierSettings, system_prompt
 
 
-class OpenAIVerifierConfig(StrictConfig):
-    """The server, then VllmVerifierConfig's settings field for field (a test checks that they agree)."""
+class OpenAIVerifierConfig(VerifierSettings):
+    """The server in place of the vllm backend's `engine`."""
 
     endpoint: OpenAIEndpointConfig
-    checklist: Path = Field(default=DEFAULT_CHECKLIST, description="The checklist YAML file.")
-    thinking: bool = Field(
-        default=False,
-        description="Qwen3 thinks before it answers (enable_thinking); the JSON is constrained after it "
-        "(serve the model with --reasoning-parser qwen3).",
-    )
-    max_tokens: Annotated[int, Field(ge=1)] = 512
-    temperature: Annotated[float, Field(ge=0)] = Field(default=0.0, description="0: greedy.")
-    retry_temperature: Annotated[float, Field(gt=0)] = Field(
-        default=0.7, description="Temperature of the attempts after the first: a greedy retry would repeat."
-    )
-    seed: Annotated[int, Field(ge=0)] = Field(default=0, description="Attempt a is seeded seed + a.")
-    max_attempts: Annotated[int, Field(ge=1)] = Field(
-        default=3, description="Answers that are not a valid verdict are asked again up to this many times."
-    )
-    skip_rejected: bool = Field(
-        default=True, description="Captions already rejected (by the rules verifier) keep their verdict."
-    )
-
-    @field_validator("checklist")
-    @classmethod
-    def _checklist_loads(cls, path: Path) -> Path:
-        load_checklist(path)  # a bad checklist is a config error, not a failure of the first batch
-        # Ray workers do not share the driver's working directory: a relative path would not be found.
-        return path.resolve()
 
 
 class OpenAIVerifier(LlmVerifier):
     """LlmVerifier's rows, skips, chats, parsing and verdicts; its `judge` sends the chats to a server."""
 
-    # Not a VllmVerifierConfig, but it has every field LlmVerifier's inherited methods read.
     config: OpenAIVerifierConfig  # type: ignore[assignment]
 
     def __init__(self, config: OpenAIVerifierConfig) -> None:  # LlmVerifier's, with no engine config
@@ -76,7 +46,7 @@ class OpenAIVerifier(LlmVerifier):
         self.client = ChatClient(config.endpoint)
         self.llm = None  # no engine in this process
         self.last_conversations = 0  # chats sent for the last batch, all attempts
-        self._system = _system_prompt(self.checklist)
+        self._system = system_prompt(self.checklist)
         self._schema = self.verdict_type.model_json_schema()
 
     def setup(self) -> None:

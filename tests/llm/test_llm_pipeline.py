@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from annotate.llm_captioner import CAPTIONER_VERIFIER, request_seed
 from annotate.llm_engine import text_hash
-from annotate.vllm_captioner import CAPTIONER_VERIFIER, request_seed
 from pipeline.config import parse_config
 from pipeline.rundir import listed_shards
 from pipeline.runner import annotate

