@@ -152,17 +152,22 @@ class LlmVerifier(BatchStage):  # fills each caption's verdict: no column of its
         for attempt in range(self.config.max_attempts):
             if not pending:
                 break
-            outputs = self.llm.chat(
-                [conversations[i] for i in pending],
-                self._sampling(attempt),
-                chat_template_kwargs={"enable_thinking": self.config.thinking},
-                use_tqdm=False,
-            )
+            answers = self._ask([conversations[i] for i in pending], attempt)
             self.last_conversations += len(pending)
-            for index, output in zip(pending, outputs, strict=True):
-                judgements[index] = self._parse(output.outputs[0].text, attempt + 1)
+            for index, answer in zip(pending, answers, strict=True):
+                judgements[index] = self._parse(answer, attempt + 1)
             pending = [i for i in pending if judgements[i].verdict is None]
         return [judgements[i] for i in range(len(conversations))]
+
+    def _ask(self, conversations: list[list[dict[str, str]]], attempt: int) -> list[str]:
+        """The model's raw output for each conversation (thinking included), in order."""
+        outputs = self.llm.chat(
+            conversations,
+            self._sampling(attempt),
+            chat_template_kwargs={"enable_thinking": self.config.thinking},
+            use_tqdm=False,
+        )
+        return [output.outputs[0].text for output in outputs]
 
     def messages(self, text: str, transcript: str | None) -> list[dict[str, str]]:
         """The chat about one caption."""

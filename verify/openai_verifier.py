@@ -22,7 +22,7 @@ from typing import Any
 
 from annotate.openai_client import ChatClient, OpenAIEndpointConfig
 from verify.checklist import load_checklist, verdict_model
-from verify.llm_verifier import Judgement, LlmVerifier, VerifierSettings, system_prompt
+from verify.llm_verifier import LlmVerifier, VerifierSettings, system_prompt
 
 
 class OpenAIVerifierConfig(VerifierSettings):
@@ -55,25 +55,13 @@ class OpenAIVerifier(LlmVerifier):
     def teardown(self) -> None:
         self.client.close()
 
-    def judge(self, captions: list[tuple[str, str | None]]) -> list[Judgement]:
-        """The LLM's judgement of each (caption text, transcript or None), answers that do not validate
-        asked again (those alone) up to `max_attempts` times, as LlmVerifier.judge."""
-        conversations = [self.messages(text, transcript) for text, transcript in captions]
-        judgements: dict[int, Judgement] = {}  # by caption index, the latest attempt's
-        pending = list(range(len(conversations)))
-        self.last_conversations = 0
-        for attempt in range(self.config.max_attempts):
-            if not pending:
-                break
-            sampling = self._sampling(attempt)
-            responses = self.client.complete_all(
-                [{"messages": conversations[i], **sampling} for i in pending]
-            )
-            self.last_conversations += len(pending)
-            for index, response in zip(pending, responses, strict=True):
-                judgements[index] = self._parse(self._output_text(response.choices[0].message), attempt + 1)
-            pending = [i for i in pending if judgements[i].verdict is None]
-        return [judgements[i] for i in range(len(conversations))]
+    def _ask(self, conversations: list[list[dict[str, str]]], attempt: int) -> list[str]:
+        """LlmVerifier's judging loop, its chats sent to the server."""
+        sampling = self._sampling(attempt)
+        responses = self.client.complete_all(
+            [{"messages": messages, **sampling} for messages in conversations]
+        )
+        return [self._output_text(response.choices[0].message) for response in responses]
 
     def _sampling(self, attempt: int) -> dict[str, Any]:
         """An attempt's request settings (all but the messages): LlmVerifier._sampling's, as a request."""

@@ -33,6 +33,7 @@ from annotate.llm_engine import VllmEngineConfig, text_hash
 from annotate.openai_captioner import OpenAICaptioner, OpenAICaptionerConfig
 from annotate.openai_client import ChatClient, OpenAIEndpointConfig
 from annotate.vllm_captioner import VllmCaptioner, VllmCaptionerConfig
+from tests.llm.test_llm_verifier import six_captions
 from tests.llm.test_vllm_serve import vllm_server
 from verify.llm_verifier import DEFAULT_CHECKLIST, OUTPUT_INVALID, LlmVerifier, VllmVerifierConfig
 from verify.openai_verifier import OpenAIVerifier, OpenAIVerifierConfig
@@ -395,44 +396,6 @@ class TestServedCaptioner:
         assert [(c["text"], c["seed"]) for c in served[0]["captions"]] == [
             (c["text"], c["seed"]) for c in expected[0]["captions"]
         ]
-
-
-def caption(text: str, view: int, verdict: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A caption as the captioners write it (CAPTION_TYPE)."""
-    return {
-        "text": text,
-        "granularity": "fine",
-        "view": view,
-        "backend": "openai",
-        "model": "tiny-omni",
-        "prompt_id": "fine-v1",
-        "prompt_hash": "0" * 16,
-        "seed": view,
-        "sampling": "{}",
-        "verdict": verdict,
-    }
-
-
-def six_captions() -> list[dict[str, Any]]:
-    """Three rows with two captions each, none verified yet."""
-    texts = [
-        "A calm, low male voice speaks slowly and evenly.",
-        'He says "the train leaves soon" over loud traffic noise.',
-        "A bright female voice, quick and cheerful.",
-        "Two people argue; she is probably a 35-year-old teacher.",
-        "A hesitant, soft voice with long pauses.",
-        "The weather will be sunny tomorrow.",
-    ]
-    transcripts = ["the train leaves soon", None, "well I suppose we could try"]
-    return [
-        {
-            "segment_id": f"s{i}",
-            "status": STATUS_OK,
-            "transcript": transcripts[i],
-            "captions": [caption(texts[2 * i], 0), caption(texts[2 * i + 1], 1)],
-        }
-        for i in range(3)
-    ]
 
 
 class CountingClient:
