@@ -147,6 +147,27 @@ class LlmCaptioner(BatchStage):
     def caption(self, segments: list[Segment]) -> list[list[dict[str, Any]]]:
         raise NotImplementedError
 
+    def prompt_texts(self) -> dict[str, tuple[str, str | None]]:
+        """Per granularity this captioner writes, the prompt id and text (None for the Captioner kind,
+        which hears the audio alone)."""
+        config = self.config
+        if config.kind == "captioner":
+            return {"fine": (AUDIO_ONLY, None)}
+        wanted = {"fine": config.fine_prompt} | (
+            {"global": config.global_prompt} if config.writes_global else {}
+        )
+        return {
+            granularity: (prompt_id, load_prompt(config.prompts_dir, prompt_id))
+            for granularity, prompt_id in wanted.items()
+        }
+
+    def view_seeds(self, segment_id: str, granularity: str) -> list[int]:
+        """The seeds of a segment's views of one granularity: the K fine views from its first seed on,
+        the global view after them."""
+        first = request_seed(segment_id, self.config.seed, self.stride)
+        views = self.config.views
+        return list(range(first, first + views)) if granularity == "fine" else [first + views]
+
     def __call__(self, rows: list[Row]) -> list[Row]:
         """The rows with this captioner's views appended to their `captions`; a segment longer than
         `max_audio_s` is dropped with that reason instead."""

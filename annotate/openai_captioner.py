@@ -31,12 +31,9 @@ import soundfile as sf
 
 from annotate.audio import SAMPLE_RATE
 from annotate.llm_captioner import (
-    AUDIO_ONLY,
     CaptionerSettings,
     LlmCaptioner,
     Segment,
-    load_prompt,
-    request_seed,
 )
 from annotate.llm_engine import text_hash
 from annotate.openai_client import ChatClient, OpenAIEndpointConfig
@@ -57,15 +54,9 @@ class OpenAICaptioner(LlmCaptioner):
         self.client = ChatClient(config.endpoint)
         # granularity -> (prompt id, hash, text sent after the audio or None); read here, so that a
         # missing prompt file fails when the stage is built, not in a worker.
-        if config.kind == "captioner":
-            self._prompts["fine"] = (AUDIO_ONLY, text_hash(""), None)
-        else:
-            wanted = {"fine": config.fine_prompt} | (
-                {"global": config.global_prompt} if config.writes_global else {}
-            )
-            for granularity, prompt_id in wanted.items():
-                text = load_prompt(config.prompts_dir, prompt_id)
-                self._prompts[granularity] = (prompt_id, text_hash(text), text)
+        for granularity, (prompt_id, text) in self.prompt_texts().items():
+            # The Captioner kind sends the audio alone: the hash is the empty text's.
+            self._prompts[granularity] = (prompt_id, text_hash(text or ""), text)
 
     def setup(self) -> None:
         self.client.setup()
@@ -99,13 +90,10 @@ class OpenAICaptioner(LlmCaptioner):
         requests, owners = [], []
         for index, (segment_id, wave, _) in enumerate(segments):
             audio = input_audio(wave)  # one encoding, shared by the segment's requests
-            first = request_seed(segment_id, config.seed, self.stride)
             for granularity, (_, _, text) in self._prompts.items():
                 content = [audio] if text is None else [audio, {"type": "text", "text": text}]
                 messages = [{"role": "user", "content": content}]
-                fine = granularity == "fine"
-                for view in range(config.views if fine else 1):
-                    seed = first + view if fine else first + config.views
+                for view, seed in enumerate(self.view_seeds(segment_id, granularity)):
                     requests.append(
                         {"model": config.endpoint.model, "messages": messages, "seed": seed, **sampling}
                     )

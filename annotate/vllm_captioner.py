@@ -17,12 +17,9 @@ from pydantic import Field
 
 from annotate.audio import SAMPLE_RATE
 from annotate.llm_captioner import (
-    AUDIO_ONLY,
     CaptionerSettings,
     LlmCaptioner,
     Segment,
-    load_prompt,
-    request_seed,
 )
 from annotate.llm_engine import VllmEngineConfig, text_hash
 
@@ -49,16 +46,10 @@ class VllmCaptioner(LlmCaptioner):
 
         config = self.config
         processor = AutoProcessor.from_pretrained(config.engine.model, revision=config.engine.revision)
-        if config.kind == "captioner":
-            rendered = _render(processor, None)
-            self._prompts = {"fine": (AUDIO_ONLY, text_hash(rendered), rendered)}
-        else:
-            wanted = {"fine": config.fine_prompt} | (
-                {"global": config.global_prompt} if config.writes_global else {}
-            )
-            for granularity, prompt_id in wanted.items():
-                text = load_prompt(config.prompts_dir, prompt_id)
-                self._prompts[granularity] = (prompt_id, text_hash(text), _render(processor, text))
+        for granularity, (prompt_id, text) in self.prompt_texts().items():
+            rendered = _render(processor, text)
+            # The Captioner kind's prompt is the template around the audio: its rendering is hashed.
+            self._prompts[granularity] = (prompt_id, text_hash(rendered if text is None else text), rendered)
         self._start_engine()
 
     def _start_engine(self) -> None:
@@ -88,15 +79,11 @@ class VllmCaptioner(LlmCaptioner):
 
         requests, params, owners = [], [], []
         for index, (segment_id, wave, _) in enumerate(segments):
-            first = request_seed(segment_id, self.config.seed, self.stride)
             for granularity, (_, _, prompt) in self._prompts.items():
-                fine = granularity == "fine"
-                seed = first if fine else first + self.config.views
+                seeds = self.view_seeds(segment_id, granularity)
                 requests.append({"prompt": prompt, "multi_modal_data": {"audio": (wave, SAMPLE_RATE)}})
-                params.append(
-                    SamplingParams(n=self.config.views if fine else 1, seed=seed, **self.sampling())
-                )
-                owners.append((index, granularity, seed))
+                params.append(SamplingParams(n=len(seeds), seed=seeds[0], **self.sampling()))
+                owners.append((index, granularity, seeds[0]))
         return requests, params, owners
 
     def _generate(self, requests: list[dict[str, Any]], params: list[Any]) -> list[Any]:
