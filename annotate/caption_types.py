@@ -1,5 +1,9 @@
 """The Arrow types of a segment's captions: every captioner backend writes `captions` of this type
-(so two captioners' declarations agree), and the verifier fills each caption's `verdict`."""
+(so two captioners' declarations agree), and the verifier fills each caption's `verdict`.
+
+A run stores them beside the audio (pipeline.layers): a caption set holds the captions without their
+verdicts (STORED_CAPTION_TYPE), a verdict version the verdicts; an export joins them back, each caption
+naming its set and verdict version (EXPORTED_CAPTION_TYPE)."""
 
 from __future__ import annotations
 
@@ -28,3 +32,7 @@ CAPTION_TYPE = pa.struct(
     ]
 )
 CAPTIONS_COLUMN = pa.field("captions", pa.list_(CAPTION_TYPE))
+STORED_CAPTION_TYPE = pa.struct([field for field in CAPTION_TYPE if field.name != "verdict"])
+EXPORTED_CAPTION_TYPE = pa.struct(
+    [*CAPTION_TYPE, pa.field("caption_set", pa.string()), pa.field("verdict_version", pa.string())]
+)

@@ -51,9 +51,11 @@ from pipeline.config import RunConfig, load_config
 from pipeline.contract import (
     DROPPED_SCHEMA,
     FAILURES_SCHEMA,
+    LAYER_COLUMNS,
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
     ShardContract,
+    StageColumns,
 )
 from pipeline.rundir import RunDirectory
 from pipeline.runner import Executor, RunReport, _init_ray
@@ -151,7 +153,15 @@ def shard_digests(out: Path) -> list[str]:
 
 
 def run_contract(config: RunConfig) -> ShardContract:
-    return ShardContract.of(build_stage_specs(config))
+    """The run's shard contract less its caption layers: the writes compared here are of shard rows
+    (audio and measurements); captions and verdicts go to small files beside them."""
+    full = ShardContract.of(build_stage_specs(config))
+    return ShardContract(
+        tuple(
+            StageColumns(s.stage, tuple(c for c in s.columns if c.name not in LAYER_COLUMNS))
+            for s in full.stages
+        )
+    )
 
 
 def read_shards(out: Path, config: RunConfig) -> pa.Table:
@@ -324,7 +334,7 @@ def write_shard_only(table: pa.Table, root: Path, config: RunConfig) -> Writer:
     run = RunDirectory.open(root, config.processing_hash(), {}, run_contract(config), True)
 
     def shard() -> int:
-        shard_file = run.new_shard(config.write.row_group_rows, config.write.compression)
+        shard_file = run.new_shard(config.write.row_group_rows, config.write.compression).shard
         shard_file.append(table)
         entry = shard_file.finish()
         shard_file.temporary.replace(shard_file.final)

@@ -83,6 +83,35 @@ def _one_line_errors(command: str, resumable: bool) -> Iterator[InvocationLog]:
         console.file = sys.stderr
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        help="'ray' (Ray Data, the default) or 'local' (same stages in a plain loop, for debugging)."
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait", help="If another process is writing the run directory, wait for it instead of stopping."
+    ),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+RunArgument = Annotated[Path, typer.Argument(help="A run directory (made by stylecaps annotate).")]
+
+
+def _progress(verb: str, unit: str, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{verb}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
+
+
 InputArguments = Annotated[
     list[str] | None,
     typer.Argument(
@@ -112,19 +141,9 @@ def annotate(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<config name>).")
     ] = None,
-    executor: Annotated[
-        str,
-        typer.Option(
-            help="'ray' (Ray Data, the default) or 'local' (same stages in a plain loop, for debugging)."
-        ),
-    ] = "ray",
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait", help="If another process is writing the run directory, wait for it instead of stopping."
-        ),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    executor: ExecutorOption = "ray",
+    wait: WaitOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Segment, caption and verify audio into Parquet shards in a run directory.
 
@@ -142,16 +161,7 @@ def annotate(
         _quiet_ray_data_console()
         run_config = load_config(config)
         out = out or Path("runs") / config.stem
-        with Progress(
-            TextColumn("[bold]annotating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("inputs"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-            transient=True,
-        ) as progress:
+        with _progress("annotating", "inputs", quiet) as progress:
             task = progress.add_task("inputs", total=None)
             report = run_annotate(
                 run_config,
@@ -170,6 +180,145 @@ def annotate(
     )
     if report.inputs_skipped:
         stdout.print(f"resumed: {report.inputs_skipped} inputs were already done and skipped")
+
+
+def _layer_command(
+    command: str, run: Path, config: Path, executor: str, wait: bool, quiet: bool, captions: str | None = None
+) -> None:
+    from pipeline.layer_runs import recaption as run_recaption
+    from pipeline.layer_runs import reverify as run_reverify
+
+    if executor not in ("ray", "local"):
+        raise _fail(f"--executor must be 'ray' or 'local', not '{executor}'")
+    with _one_line_errors(command, resumable=True) as invocation_log:
+        _quiet_ray_data_console()
+        run_config = load_config(config)
+        read_manifest(run)
+        invocation_log.move_into(run)
+        with _progress(
+            f"{command}ing" if command == "recaption" else "reverifying", "shards", quiet
+        ) as progress:
+            task = progress.add_task("shards", total=None)
+            options = {
+                "executor": executor,
+                "on_progress": lambda done, total: progress.update(task, completed=done, total=total),
+                "wait": wait,
+            }
+            if captions is None:
+                report = run_recaption(run, run_config, **options)  # type: ignore[arg-type]
+            else:
+                report = run_reverify(run, run_config, captions, **options)  # type: ignore[arg-type]
+    what = "caption set" if report.layer.kind == "captions" else "verdict version"
+    written = report.shards - report.shards_before
+    stdout.print(
+        f"{what} {report.layer.id}: {report.segments} segments in {written} shards "
+        f"written ({report.failed} failed, recorded with their error) in {report.wall_s:.1f} s; "
+        f"{report.shards_before} shards already had it",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def recaption(
+    run: RunArgument,
+    config: ConfigOption,
+    executor: ExecutorOption = "ray",
+    wait: WaitOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Add a caption set to every segment of a run, with the config's caption section (and its
+    ray.stages.caption declaration), reading the audio from the run's shards.
+
+    The set's id is caption.set_id, else <backend>-<hash of the caption section>. Files holding audio
+    are never rewritten: the set is new files beside them. Re-running the same command resumes at the
+    first shard without the set's part."""
+    _layer_command("recaption", run, config, executor, wait, quiet)
+
+
+@app.command()
+def reverify(
+    run: RunArgument,
+    config: ConfigOption,
+    captions: Annotated[str, typer.Option("--captions", help="The caption set to judge (its id).")],
+    executor: ExecutorOption = "ray",
+    wait: WaitOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Add a verdict version for a caption set of a run, with the config's verify section (rules, then
+    the LLM checklist agent when verify.backend says).
+
+    The version's id is verify.version_id, else <backend>-<hash of the verify section, the tag bins and
+    the set>. Re-running the same command resumes at the first shard without the version's part."""
+    _layer_command("reverify", run, config, executor, wait, quiet, captions)
+
+
+@app.command()
+def layers(run: RunArgument) -> None:
+    """List a run's caption sets and verdict versions (provenance, shards covered) and which of them
+    readers (export, train) use when none is named."""
+    from pipeline.layers import CAPTIONS, VERDICTS, LayerError, choose, layers_of
+
+    try:
+        manifest = read_manifest(run)
+    except RunDirError as error:
+        raise _fail(str(error)) from None
+    shards = len(manifest.get("shards", []))
+    for kind, label in ((CAPTIONS, "caption set"), (VERDICTS, "verdict version")):
+        for layer_id, entry in layers_of(manifest, kind).items():
+            judges = f", judges {entry['caption_set']}" if kind == VERDICTS else ""
+            stdout.print(
+                f"{label} {layer_id}: backend {entry['backend']}, model {entry['model']}{judges}, written by "
+                f"{entry['written_by']}, {len(entry['parts'])} of {shards} shards",
+                soft_wrap=True,
+                highlight=False,
+            )
+    try:
+        stdout.print(f"default: {choose(manifest).describe()}", soft_wrap=True, highlight=False)
+    except LayerError as error:
+        stdout.print(f"default: none ({error})", soft_wrap=True, highlight=False)
+
+
+export_app = typer.Typer(help="Write a run out in another layout.", no_args_is_help=True)
+
+
+@export_app.command("parquet")
+def export_parquet_command(
+    run: RunArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new (or empty) folder for the export.")],
+    captions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--captions", help="A caption set to include (repeatable); default: every set of the run."
+        ),
+    ] = None,
+    verdicts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--verdicts",
+            help="The verdict version to join for its set (repeatable, one per set); default: each set's "
+            "only version (a set with several needs one named).",
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Write self-contained Parquet shards: one row per segment with its audio and a `captions` list
+    joined from the chosen caption sets and verdict versions, each caption naming its set. Loadable with
+    datasets.load_dataset("parquet", data_files=...) and trainable with data.runs: [OUT]."""
+    from pipeline.export import export_parquet
+
+    with _one_line_errors("export", resumable=False), _progress("exporting", "shards", quiet) as progress:
+        task = progress.add_task("shards", total=None)
+        report = export_parquet(
+            run,
+            out,
+            captions,
+            verdicts,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    stdout.print(f"using {report.selection.describe()}", soft_wrap=True, highlight=False)
+    stdout.print(
+        f"{out}: {report.shards} shards, {report.rows} segments, {report.captions} captions", soft_wrap=True
+    )
 
 
 @app.command()
@@ -256,6 +405,7 @@ def show_config(config: ConfigOption) -> None:
 # Training and evaluation live in train/; registered here so `stylecaps` is one command.
 app.command()(train_cli.train)
 app.add_typer(train_cli.evaluate_app, name="evaluate")
+app.add_typer(export_app, name="export")
 
 if __name__ == "__main__":
     app()

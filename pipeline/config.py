@@ -55,7 +55,15 @@ class AsrConfig(StrictConfig):
     whisper: WhisperConfig = WhisperConfig()
 
 
+LayerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
 class CaptionConfig(StrictConfig):
+    set_id: LayerId | None = Field(
+        default=None,
+        description="Id of the caption set this config writes beside the audio; default "
+        "<backend>-<hash of this section>.",
+    )
     backend: Literal["acoustic", "vllm", "openai"] = Field(
         default="acoustic",
         description="Writes the fine views (and the global view unless global_backend says): the tag-based "
@@ -81,6 +89,11 @@ class CaptionConfig(StrictConfig):
 
 
 class VerifyConfig(StrictConfig):
+    version_id: LayerId | None = Field(
+        default=None,
+        description="Id of the verdict version this config writes for its caption set; default "
+        "<backend>-<hash of this section, the tag bins and the set>.",
+    )
     backend: Literal["rules", "vllm", "openai"] = Field(
         default="rules",
         description="rules alone, or the rules then a Qwen3 checklist agent (in-process vllm, or openai: "

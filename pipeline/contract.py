@@ -8,6 +8,10 @@ stages its config builds (`ShardContract.of`). Between stages rows travel with t
 bookkeeping columns (status, source bookkeeping, error and drop fields), which the writer routes to the
 ledger, the failures and the dropped journals, plus the shard columns.
 
+Captions are a layer beside the audio, not shard columns: the stream carries `captions` (LAYER_COLUMNS)
+from the caption stage to the writer, which writes them to the run's caption set and verdict version
+files (pipeline.layers). An export joins them back into self-contained shards (`with_captions`).
+
 Bump CONTRACT_VERSION on any change to the core columns, to a stage's columns or to the metadata;
 readers refuse another major version (`contract_problem`).
 """
@@ -26,7 +30,8 @@ from annotate.audio import SAMPLE_RATE
 from pipeline.errors import UsageError
 
 # 2.0: core columns plus the columns each configured stage declares; the stages are listed in the metadata
-CONTRACT_VERSION = "2.0"
+# 3.0: captions and verdicts live in caption sets and verdict versions beside the shards (pipeline.layers)
+CONTRACT_VERSION = "3.0"
 METADATA_KEY = b"stylecaps"
 AUDIO_CODEC = "flac/pcm16"
 
@@ -46,6 +51,9 @@ CORE_COLUMNS: tuple[pa.Field, ...] = (
     pa.field("transcript", pa.string()),
     pa.field("metadata", pa.string()),  # JSON object of the manifest's free columns
 )
+
+# Stream columns written to layers beside the shards (pipeline.layers), not into them.
+LAYER_COLUMNS = ("captions",)
 
 # Stream-only columns: never in a shard, routed by the writer (statuses are annotate.base's).
 BOOKKEEPING_COLUMNS: tuple[pa.Field, ...] = (
@@ -149,10 +157,15 @@ class ShardContract:
     it appears once, where first declared."""
 
     stages: tuple[StageColumns, ...] = ()
-    shard_schema: pa.Schema = field(init=False, repr=False, compare=False)
+    columns_schema: pa.Schema = field(init=False, repr=False, compare=False)  # shard and layer columns
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shard_schema", _assemble(self.stages))
+        object.__setattr__(self, "columns_schema", _assemble(self.stages))
+
+    @cached_property
+    def shard_schema(self) -> pa.Schema:
+        """The columns of a run's shard files: the declared ones less the layers."""
+        return pa.schema([f for f in self.columns_schema if f.name not in LAYER_COLUMNS])
 
     @classmethod
     def of(cls, stages: Iterable[DeclaresColumns]) -> ShardContract:
@@ -162,7 +175,7 @@ class ShardContract:
     def stream_schema(self) -> pa.Schema:
         """What rows travel with between stages: bookkeeping plus the shard columns, all nullable
         (a failed or end row has no segment id)."""
-        return pa.schema([*BOOKKEEPING_COLUMNS, *(f.with_nullable(True) for f in self.shard_schema)])
+        return stream_schema(self.columns_schema)
 
     @cached_property
     def parquet_schema(self) -> pa.Schema:
@@ -173,10 +186,26 @@ class ShardContract:
             "audio_codec": AUDIO_CODEC,
             "stages": [{"name": s.stage, "columns": [f.name for f in s.columns]} for s in self.stages],
         }
-        features = {"info": {"features": _huggingface_features(self.shard_schema)}}
-        return self.shard_schema.with_metadata(
-            {METADATA_KEY: json.dumps(ours).encode(), b"huggingface": json.dumps(features).encode()}
-        )
+        return _with_metadata(self.shard_schema, ours)
+
+
+def stream_schema(columns: Iterable[pa.Field]) -> pa.Schema:
+    """The bookkeeping columns, then `columns` (shard and layer columns), all nullable."""
+    return pa.schema([*BOOKKEEPING_COLUMNS, *(f.with_nullable(True) for f in columns)])
+
+
+def _with_metadata(schema: pa.Schema, ours: dict[str, Any]) -> pa.Schema:
+    features = {"info": {"features": _huggingface_features(schema)}}
+    return schema.with_metadata(
+        {METADATA_KEY: json.dumps(ours).encode(), b"huggingface": json.dumps(features).encode()}
+    )
+
+
+def self_contained(shard_schema: pa.Schema, captions: pa.Field, selection: dict[str, Any]) -> pa.Schema:
+    """The schema of an exported shard: a run shard's columns (and metadata), then `captions` joined from
+    the caption sets and verdict versions that `selection` describes (recorded in the metadata too)."""
+    ours = {**contract_of(shard_schema), "captions": selection}
+    return _with_metadata(pa.schema([*shard_schema.remove_metadata(), captions]), ours)
 
 
 def _assemble(stages: Sequence[StageColumns]) -> pa.Schema:

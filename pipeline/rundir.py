@@ -10,6 +10,8 @@
       journal/00000.failures.parquet   per commit: failed inputs and segments
       journal/00000.open.parquet       per commit: inputs still open, and how far they are committed
       journal/00000.dropped.parquet    per commit: segments a stage dropped, with the reason
+      captions/<set>/part-00000.parquet      the caption sets and verdict versions beside the audio:
+      verdicts/<version>/part-00000.parquet  row for row with their shard (pipeline.layers)
       sources.parquet, failures.parquet, dropped.parquet  all journals together, written at the end
       logs/                    one log per invocation (tracebacks of errors)
 
@@ -52,12 +54,22 @@ from pipeline.contract import (
     same_major,
 )
 from pipeline.errors import UsageError
+from pipeline.layers import (
+    LayerInfo,
+    add_part,
+    listed_parts,
+    part_path,
+    register,
+    remove_part,
+    remove_unlisted_parts,
+    split_captions,
+)
 from pipeline.lock import LOCK_NAME
 
 MANIFEST = "manifest.json"
 LAYOUT_VERSION = 2
 _AUDIO_LEAF = "audio.bytes"
-_OWN_NAMES = {"shards", "journal", "logs", "config.yaml", MANIFEST, LOCK_NAME}
+_OWN_NAMES = {"shards", "journal", "captions", "verdicts", "logs", "config.yaml", MANIFEST, LOCK_NAME}
 
 
 class RunDirError(UsageError):
@@ -134,6 +146,7 @@ class ShardFile:
     ) -> None:
         self.final = final
         self.temporary = _hidden_temporary(final)
+        self.schema = schema
         self.rows = 0
         self._row_group_rows = row_group_rows
         self._fsync = fsync
@@ -166,6 +179,11 @@ class ShardFile:
         rest = table.slice(cut)
         self._buffer, self._buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
 
+    def write_row_group(self, table: pa.Table) -> None:
+        """Write `table` as one row group of its own (a layer part copies its shard's row groups)."""
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.rows += table.num_rows
+
     def finish(self) -> dict[str, Any]:
         """Write what is buffered, close the file; return its manifest entry (without the path)."""
         if self._buffered:
@@ -181,6 +199,34 @@ class ShardFile:
         with contextlib.suppress(OSError):
             self._sink.close()
         self.temporary.unlink(missing_ok=True)
+
+
+class SegmentFiles:
+    """A shard being written and, row for row and row group for row group, the parts of the layers the
+    run's caption and verify stages write beside it (pipeline.layers)."""
+
+    def __init__(self, shard: ShardFile, layers: list[tuple[LayerInfo, ShardFile]]) -> None:
+        self.shard = shard
+        self.layers = layers
+
+    @property
+    def rows(self) -> int:
+        return self.shard.rows
+
+    def append(self, table: pa.Table) -> None:
+        """Stream rows of segments (ok rows, with their captions and verdicts) into the files."""
+        self.shard.append(table.select(self.shard.schema.names).cast(self.shard.schema))
+        if self.layers:
+            parts = split_captions(table)
+            for info, file in self.layers:
+                file.append(parts[info.kind].cast(file.schema))
+
+    def files(self) -> list[ShardFile]:
+        return [self.shard, *(file for _, file in self.layers)]
+
+    def abort(self) -> None:
+        for file in self.files():
+            file.abort()
 
 
 @dataclass
@@ -216,10 +262,12 @@ class RunDirectory:
         contract: ShardContract,
         fsync: bool,
         fence: Callable[[], None] | None,
+        layers: tuple[LayerInfo, ...] = (),
     ) -> None:
         self.root = root
         self.commits = commits
         self.contract = contract  # the schema of every shard this run writes
+        self.layers = layers  # the caption set and verdict version written beside each shard
         self._manifest = manifest
         self._fsync = fsync
         self._fence = fence
@@ -239,9 +287,13 @@ class RunDirectory:
         fsync: bool = False,
         fence: Callable[[], None] | None = None,
         invocation: dict[str, Any] | None = None,
+        layers: tuple[LayerInfo, ...] = (),
     ) -> RunDirectory:
-        """Open (or create) a run directory; the caller holds its lock (pipeline.lock.RunLock)."""
+        """Open (or create) a run directory; the caller holds its lock (pipeline.lock.RunLock). `layers`
+        are the caption set and verdict version this config writes beside every shard."""
         root = Path(root)
+        if ("captions" in contract.columns_schema.names) != bool(layers):
+            raise ValueError("a contract with captions needs the layers they are written to, and only it")
         manifest_path = root / MANIFEST
         if manifest_path.exists():
             manifest = read_manifest(root)
@@ -271,15 +323,18 @@ class RunDirectory:
         manifest["layout_version"] = LAYOUT_VERSION
         if invocation is not None:
             manifest["invocations"] = [*manifest.get("invocations", []), invocation]
+        for info in layers:
+            register(manifest, info, written_by="annotate")
         for sub in ("shards", "journal"):
             (root / sub).mkdir(exist_ok=True)
-        run = cls(root, commits, manifest, contract, fsync, fence)
+        run = cls(root, commits, manifest, contract, fsync, fence, layers)
         run._remove_uncommitted()
-        _atomic_write_text(root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False), fsync)
+        write_text_atomically(root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False), fsync)
         return run
 
     def listed_files(self) -> set[Path]:
         listed = {self.root / c.shard["path"] for c in self.commits if c.shard}
+        listed |= {self.root / path for path in listed_parts(self._manifest)}
         return listed | {self.root / entry["path"] for c in self.commits for entry in c.journal.values()}
 
     def _remove_uncommitted(self) -> None:
@@ -288,6 +343,7 @@ class RunDirectory:
             for path in (self.root / sub).iterdir():
                 if path not in keep:
                     path.unlink()
+        remove_unlisted_parts(self.root, self._manifest)
 
     # -- state of earlier commits ------------------------------------------------------------------------
     def _journal(self, kind: str, schema: pa.Schema) -> pa.Table:
@@ -336,14 +392,20 @@ class RunDirectory:
         }
 
     # -- committing --------------------------------------------------------------------------------------
-    def new_shard(self, row_group_rows: int, compression: str) -> ShardFile:
+    def new_shard(self, row_group_rows: int, compression: str) -> SegmentFiles:
         index = sum(1 for c in self.commits if c.shard)
-        final = self.root / "shards" / f"part-{index:05d}.parquet"
-        return ShardFile(final, self.contract.parquet_schema, row_group_rows, compression, self._fsync)
+        shard = f"shards/part-{index:05d}.parquet"
+
+        def file(relative: str, schema: pa.Schema) -> ShardFile:
+            (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
+            return ShardFile(self.root / relative, schema, row_group_rows, compression, self._fsync)
+
+        layers = [(info, file(part_path(info, shard), info.parquet_schema(shard))) for info in self.layers]
+        return SegmentFiles(file(shard, self.contract.parquet_schema), layers)
 
     def commit(
         self,
-        shard: ShardFile | None,
+        shard: SegmentFiles | None,
         sources: pa.Table,
         failures: pa.Table,
         open_sources: pa.Table,
@@ -358,14 +420,18 @@ class RunDirectory:
         index = len(self.commits)
         staged: list[tuple[Path, Path]] = []  # (temporary, final)
         try:
-            shard_entry = None
+            shard_entry, parts = None, []
             if shard is not None:
-                entry = shard.finish()
-                if entry["rows"]:
-                    staged.append((shard.temporary, shard.final))
-                    shard_entry = {"path": shard.final.relative_to(self.root).as_posix(), **entry}
+                entries = [(file, file.finish()) for file in shard.files()]
+                if shard.rows:
+                    staged += [(file.temporary, file.final) for file, _ in entries]
+                    shard_entry, *parts = [
+                        {"path": file.final.relative_to(self.root).as_posix(), **entry}
+                        for file, entry in entries
+                    ]
                 else:
-                    shard.temporary.unlink()
+                    for file, _ in entries:
+                        file.temporary.unlink()
             journal = {}
             tables = (
                 ("sources", sources),
@@ -384,11 +450,15 @@ class RunDirectory:
             before = self._stats
             self.commits.append(commit)
             self._stats = merge_stats(before, stats)
+            for (info, _), part in zip(shard.layers if shard else [], parts, strict=True):
+                add_part(self._manifest, info, shard_entry["path"], part)
             self._write_manifest(complete=False)
         except BaseException:
             if self.commits and self.commits[-1].index == index:
                 self.commits.pop()
                 self._stats = before
+                for (info, _), _part in zip(shard.layers if shard else [], parts, strict=False):
+                    remove_part(self._manifest, info, shard_entry["path"])
             for temporary, final in staged:
                 temporary.unlink(missing_ok=True)
                 final.unlink(missing_ok=True)
@@ -417,7 +487,7 @@ class RunDirectory:
             "totals": self.totals(),
             "commits": [asdict(c) for c in self.commits],
         }
-        _atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1), self._fsync)
+        write_text_atomically(self.root / MANIFEST, json.dumps(manifest, indent=1), self._fsync)
 
     def finish(self) -> None:
         """Write the whole-run ledger, failures and dropped tables and mark the manifest complete."""
@@ -466,7 +536,7 @@ def _check_extendable(
         )
 
 
-def _atomic_write_text(path: Path, text: str, fsync: bool) -> None:
+def write_text_atomically(path: Path, text: str, fsync: bool) -> None:
     temporary = _hidden_temporary(path)
     with open(temporary, "w") as handle:
         handle.write(text)
@@ -474,6 +544,56 @@ def _atomic_write_text(path: Path, text: str, fsync: bool) -> None:
         if fsync:
             os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def new_layer_part(root: Path, info: LayerInfo, shard: str, compression: str, fsync: bool) -> ShardFile:
+    """The part of a layer for one shard of an existing run (recaption, reverify), written row group by
+    row group as its shard's (ShardFile.write_row_group)."""
+    final = root / part_path(info, shard)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return ShardFile(final, info.parquet_schema(shard), 1 << 30, compression, fsync)
+
+
+def commit_layer_part(
+    root: Path,
+    manifest: dict[str, Any],
+    info: LayerInfo,
+    shard: str,
+    part: ShardFile,
+    fsync: bool,
+    fence: Callable[[], None],
+) -> None:
+    """Commit a layer's part for one shard: rename it into place, then list it in the manifest (the
+    commit point). The caller holds the run's lock; `manifest` is the run's, updated in place."""
+    entry = {"path": part.final.relative_to(root).as_posix(), **part.finish()}
+    try:
+        fence()  # a writer that lost its lock must not replace the manifest
+        os.replace(part.temporary, part.final)
+        add_part(manifest, info, shard, entry)
+        manifest["updated"] = time.time()
+        write_text_atomically(root / MANIFEST, json.dumps(manifest, indent=1), fsync)
+    except BaseException:
+        remove_part(manifest, info, shard)
+        part.temporary.unlink(missing_ok=True)
+        part.final.unlink(missing_ok=True)
+        raise
+
+
+def register_layer(
+    root: Path,
+    manifest: dict[str, Any],
+    info: LayerInfo,
+    written_by: str,
+    fsync: bool,
+    fence: Callable[[], None],
+) -> dict[str, Any]:
+    """List a new layer in an existing run's manifest (or find it there, to resume) and delete its parts
+    that an interrupted commit left unlisted; return its manifest entry."""
+    entry = register(manifest, info, written_by)
+    remove_unlisted_parts(root, manifest)
+    fence()
+    write_text_atomically(root / MANIFEST, json.dumps(manifest, indent=1), fsync)
+    return entry
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:

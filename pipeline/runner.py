@@ -12,7 +12,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -24,6 +24,7 @@ from pipeline.claims import ClaimsRegistry, RayClaims
 from pipeline.config import SEGMENTS_PER_BATCH, RayConfig, RunConfig, SourceSpec, StageResources
 from pipeline.contract import ShardContract, stream_table
 from pipeline.errors import StylecapsError, UsageError, describe_os_error
+from pipeline.layers import annotate_layers
 from pipeline.lock import LockOwner, RunLock, command_line
 from pipeline.rundir import RunDirectory, RunDirError
 from pipeline.runlog import log
@@ -148,7 +149,7 @@ def _setup_error_of(error: Exception) -> StageSetupError | None:
 
 
 @contextlib.contextmanager
-def _ray_session(config: RayConfig) -> Iterator[None]:
+def ray_session(config: RayConfig) -> Iterator[None]:
     """Ray for the length of a run: joined or started here, and shut down if this run started it."""
     started = _init_ray(config)
     try:
@@ -165,21 +166,30 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], schema: pa.Schema) 
     stream `schema`."""
     import ray
 
+    rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
+    blocks = [stream_table(rows[i : i + rows_per_block], schema) for i in range(0, len(rows), rows_per_block)]
+    yield from through_groups_on_ray(ray.data.from_arrow(blocks), groups, schema, len(rows))
+
+
+def through_groups_on_ray(
+    dataset: ray.data.Dataset, groups: list[list[StageSpec]], schema: pa.Schema, sources: int
+) -> Iterator[pa.Table]:
+    """A dataset of stream rows through the stage groups' actor pools, in order; tables of `schema`.
+    `sources` caps the pools of source-level groups."""
+    import ray
+
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # same inputs, same shards
     context.enable_progress_bars = False  # the CLI shows one progress bar of its own
     # Ray Data merges what a generator UDF yields into blocks of up to 128 MiB by default, so a long
     # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
     context.target_max_block_size = _MAX_BLOCK_BYTES
-    rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
-    blocks = [stream_table(rows[i : i + rows_per_block], schema) for i in range(0, len(rows), rows_per_block)]
-    dataset = ray.data.from_arrow(blocks)
     for group in groups:
         dataset = dataset.map_batches(
             _stage_group_class(group, schema),
             batch_size=group[0].batch_size,
             batch_format="pyarrow",
-            compute=_pool(group, len(rows)),
+            compute=_pool(group, sources),
             **_remote_args(group[0].resources),
         )
     try:
@@ -188,13 +198,20 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], schema: pa.Schema) 
         raise _setup_error_of(error) or error from None
 
 
-def iter_local(groups: list[list[StageSpec]], rows: list[Row], schema: pa.Schema) -> Iterator[pa.Table]:
+def iter_local(groups: list[list[StageSpec]], rows: Iterable[Row], schema: pa.Schema) -> Iterator[pa.Table]:
     """The same stage objects in a plain loop, one source at a time (no Ray), as tables of the stream
     `schema`."""
+    yield from through_groups_locally(([row] for row in rows), groups, schema)
+
+
+def through_groups_locally(
+    batches: Iterable[list[Row]], groups: list[list[StageSpec]], schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """Batches of rows through the stage groups in a plain loop, in order; tables of `schema`."""
     chains = [StageChain(group) for group in groups]
     try:
-        for row in rows:
-            for chunk in _through(chains, [row]):
+        for batch in batches:
+            for chunk in _through(chains, batch):
                 yield stream_table(chunk, schema)
     finally:
         for chain in reversed(chains):
@@ -217,7 +234,7 @@ class RunInterrupted(StylecapsError):
 
 
 @contextlib.contextmanager
-def _interrupts_between_commits() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+def interrupts_between_commits() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
     """SIGINT raises KeyboardInterrupt as usual, except inside a commit, where it waits for the commit
     to end: an interrupt never leaves a half-written commit behind. A second SIGINT while one waits
     stops at once (the run directory's commit protocol still holds)."""
@@ -319,6 +336,7 @@ def _annotate_locked(
         config.write.fsync,
         fence=lock.check,
         invocation=invocation,
+        layers=annotate_layers(config),
     )
     if on_open is not None:
         on_open(out)
@@ -329,11 +347,11 @@ def _annotate_locked(
         row["resume_after_s"] = writer.resume_after_s(row["input_path"])
     audio_before = run.totals().get("audio_s", 0.0)
     log.info("annotate %s: %d inputs listed, %d to do", out, len(rows), len(pending))
-    with _interrupts_between_commits() as critical:
+    with interrupts_between_commits() as critical:
         try:
             if pending:
                 owners = run.resume_state().source_owners  # committed sources keep their ids
-                with _ray_session(config.ray) if executor == "ray" else contextlib.nullcontext():
+                with ray_session(config.ray) if executor == "ray" else contextlib.nullcontext():
                     listing = [row["input_path"] for row in pending]
                     registry = RayClaims if executor == "ray" else ClaimsRegistry
                     claims = registry(owners, listing)

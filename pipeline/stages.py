@@ -83,7 +83,7 @@ def build_stage_specs(
     claims = ClaimsRegistry({}) if claims is None else claims
 
     def spec(name: str, build: partial[BatchStage], takes: Takes = "segments") -> StageSpec:
-        return StageSpec(name, build, config.ray.declaration(name), takes)
+        return _spec(config, name, build, takes)
 
     specs = [spec("ingest", partial(IngestStage, claims), takes="sources")]
     if config.separate.backend == "demucs":
@@ -104,9 +104,23 @@ def build_stage_specs(
     return [
         *specs,
         spec("measure", partial(MeasureStage, config.measure)),
-        spec("caption", partial(CaptionStage, captioners(config.caption))),
-        spec("verify", partial(VerifyStage, verifiers(config.verify, config.measure.bins))),
+        caption_spec(config),
+        verify_spec(config),
     ]
+
+
+def _spec(config: RunConfig, name: str, build: partial[BatchStage], takes: Takes = "segments") -> StageSpec:
+    return StageSpec(name, build, config.ray.declaration(name), takes)
+
+
+def caption_spec(config: RunConfig) -> StageSpec:
+    """The caption stage (annotate's, and all of recaption's)."""
+    return _spec(config, "caption", partial(CaptionStage, captioners(config.caption)))
+
+
+def verify_spec(config: RunConfig) -> StageSpec:
+    """The verify stage (annotate's, and all of reverify's)."""
+    return _spec(config, "verify", partial(VerifyStage, verifiers(config.verify, config.measure.bins)))
 
 
 def captioners(config: CaptionConfig) -> list[BatchStage]:

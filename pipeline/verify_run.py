@@ -1,10 +1,11 @@
 """`stylecaps verify-run`: check a run directory before training on it.
 
 Recomputes the sha256, size and row count of every file the manifest lists (shards, journals, the
-whole-run ledger), reads each shard's contract version, finds files under shards/ and journal/ that
-the manifest does not list, and reconciles the ledger: inputs and outcomes against the totals, shard
-rows per source against the segments the ledger gives each source, segment ids unique across shards,
-failures against the counts. Reads the manifest once and never writes.
+whole-run ledger, caption set and verdict version parts), reads each shard's contract version, finds
+files under shards/, journal/, captions/ and verdicts/ that the manifest does not list, reconciles the
+ledger: inputs and outcomes against the totals, shard rows per source against the segments the ledger
+gives each source, segment ids unique across shards, failures against the counts; and checks that
+every layer part lines up with its shard. Reads the manifest once and never writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.contract import (
@@ -26,6 +28,7 @@ from pipeline.contract import (
     SOURCES_SCHEMA,
     contract_problem,
 )
+from pipeline.layers import CAPTIONS, MANIFEST_KEYS, VERDICTS, layers_of
 from pipeline.lock import lock_holder
 from pipeline.rundir import LAYOUT_VERSION, Commit, read_manifest
 
@@ -85,7 +88,54 @@ def _listed(commits: list[Commit], manifest: dict[str, Any]) -> list[tuple[dict[
     if manifest.get("complete"):
         ledger = manifest.get("ledger", {})
         files.extend((entry, f"the whole-run {kind} table") for kind, entry in ledger.items())
+    for kind in MANIFEST_KEYS:
+        for layer_id, layer in layers_of(manifest, kind).items():
+            files.extend((part, f"a part of {kind} {layer_id}") for part in layer["parts"].values())
     return files
+
+
+def _check_layers(check: RunCheck, root: Path, manifest: dict[str, Any], damaged: set[str]) -> None:
+    """Each layer part lines up with its shard (row groups and segment ids), and a verdict version's
+    part holds one verdict per caption of its set's part."""
+    for kind in MANIFEST_KEYS:
+        for layer in layers_of(manifest, kind).values():
+            for shard, part in layer["parts"].items():
+                if part["path"] in damaged or shard in damaged or not (root / shard).is_file():
+                    continue
+                problem = _misaligned(root / shard, root / part["path"])
+                if problem is None and kind == VERDICTS:
+                    judged = (
+                        layers_of(manifest, CAPTIONS)
+                        .get(layer["caption_set"], {})
+                        .get("parts", {})
+                        .get(shard)
+                    )
+                    problem = (
+                        _verdicts_misfit(root / judged["path"], root / part["path"])
+                        if judged
+                        else (f"its caption set {layer['caption_set']} has no part for {shard}")
+                    )
+                if problem is not None:
+                    check.problems.append(f"{part['path']}: {problem}")
+
+
+def _misaligned(shard: Path, part: Path) -> str | None:
+    shard_file, part_file = pq.ParquetFile(shard), pq.ParquetFile(part)
+    sizes = [shard_file.metadata.row_group(i).num_rows for i in range(shard_file.num_row_groups)]
+    part_sizes = [part_file.metadata.row_group(i).num_rows for i in range(part_file.num_row_groups)]
+    if sizes != part_sizes:
+        return f"row groups of {part_sizes} rows, its shard's are {sizes}"
+    ids = pq.read_table(shard, columns=["segment_id"])["segment_id"]
+    if ids != pq.read_table(part, columns=["segment_id"])["segment_id"]:
+        return f"other segment ids than {shard.name}, or in another order"
+    return None
+
+
+def _verdicts_misfit(captions: Path, verdicts: Path) -> str | None:
+    counted = pc.list_value_length(pq.read_table(captions, columns=["captions"])["captions"]).fill_null(0)
+    judged = pc.list_value_length(pq.read_table(verdicts, columns=["verdicts"])["verdicts"]).fill_null(0)
+    misfits = pc.sum(pc.and_(pc.not_equal(counted, judged), pc.not_equal(judged, 0))).as_py()
+    return f"{misfits} segments with another number of verdicts than captions" if misfits else None
 
 
 def _read_journals(root: Path, commits: list[Commit], kind: str, schema: pa.Schema) -> pa.Table:
@@ -117,13 +167,15 @@ def verify_run(root: str | Path) -> RunCheck:
     check.files_checked = len(listed)
     check.bytes_checked = sum(entry.get("bytes", 0) for entry, _ in listed)
 
-    # 2. nothing unlisted under shards/ and journal/ (a live writer's temporary files excepted)
+    # 2. nothing unlisted under shards/, journal/ and the layers' folders (a live writer's temporary
+    # files excepted)
     holder, alive = lock_holder(root)
     names = {entry["path"] for entry, _ in listed}
-    for sub in ("shards", "journal"):
-        folder = root / sub
+    folders = [root / "shards", root / "journal"]
+    folders += [folder for kind in MANIFEST_KEYS for folder in sorted((root / kind).glob("*"))]
+    for folder in folders:
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            relative = f"{sub}/{path.name}"
+            relative = path.relative_to(root).as_posix()
             if relative in names:
                 continue
             if alive and path.name.startswith("."):
@@ -132,7 +184,7 @@ def verify_run(root: str | Path) -> RunCheck:
             else:
                 check.problems.append(
                     f"{relative}: not listed in the manifest (left by an interrupted commit; the next "
-                    "annotate on this run removes it)"
+                    "annotate, recaption or reverify on this run removes it)"
                 )
 
     # 3. the ledger reconciles with the shards and the totals
@@ -141,6 +193,9 @@ def verify_run(root: str | Path) -> RunCheck:
     if len(readable) < len(shards):
         check.notes.append("row counts are not reconciled: some shards failed their checks")
     _reconcile(check, root, manifest, commits, readable, len(readable) == len(shards))
+
+    # 4. caption sets and verdict versions line up with the shards
+    _check_layers(check, root, manifest, damaged)
     return check
 
 

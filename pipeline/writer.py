@@ -45,7 +45,7 @@ from pipeline.contract import (
     OPEN_SOURCES_SCHEMA,
     SOURCES_SCHEMA,
 )
-from pipeline.rundir import RunDirectory, ShardFile, merge_stats
+from pipeline.rundir import RunDirectory, SegmentFiles, merge_stats
 
 _ROUTING_COLUMNS = [
     "input_path",
@@ -119,7 +119,7 @@ def failure_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def caption_stats(shard: pa.Table) -> dict[str, Any]:
-    """Caption and verdict counts of shard rows, computed column-wise (none when no stage captions)."""
+    """Caption and verdict counts of segment rows, computed column-wise (none when no stage captions)."""
     if "captions" not in shard.column_names:
         return {}
     captions = pc.list_flatten(shard.column("captions"))
@@ -142,7 +142,6 @@ class ShardWriter:
     def __init__(self, run: RunDirectory, config: WriteConfig) -> None:
         self.run = run
         self.config = config
-        self._schema = run.contract.parquet_schema
         state = run.resume_state()
         self.done_inputs = state.done_inputs  # what a resumed run skips
         self._open: dict[str, _OpenSource] = {
@@ -158,7 +157,7 @@ class ShardWriter:
             for path, row in state.open_inputs.items()
         }
         self._owners = dict(state.source_owners)  # source_id → the input that wrote it first
-        self._shard: ShardFile | None = None
+        self._shard: SegmentFiles | None = None
         self._batch: pa.Table | None = None  # the batch being routed
         self._pending_ok: list[int] = []  # its rows bound for the shard, in order
         self._sources: list[dict[str, Any]] = []
@@ -277,7 +276,7 @@ class ShardWriter:
     def _flush_ok(self) -> None:
         if not self._pending_ok or self._batch is None:
             return
-        table = self._batch.take(self._pending_ok).select(self._schema.names).cast(self._schema)
+        table = self._batch.take(self._pending_ok)
         self._pending_ok = []
         if self._shard is None:
             config = self.config

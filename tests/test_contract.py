@@ -1,6 +1,6 @@
-"""Contract 2.0: a stage-free core plus the columns each stage declares. Schema assembly and its
-conflicts, the metadata every shard carries (read back with pyarrow and HF datasets), and runs that
-cannot be extended by another contract or another column set."""
+"""Contract 3.0: a stage-free core plus the columns each stage declares (captions go beside the shards).
+Schema assembly and its conflicts, the metadata every shard carries (read back with pyarrow and HF
+datasets), and runs that cannot be extended by another contract or another column set."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from tests.conftest import EXAMPLES, REPO
 
 CORE_NAMES = [f.name for f in CORE_COLUMNS]
 SIMILARITY = pa.field("speaker_similarity", pa.float64())
+LOUDNESS = pa.field("loudness_lufs", pa.float64())
 
 
 def stages(*declared: tuple[str, tuple[pa.Field, ...]]) -> ShardContract:
@@ -68,10 +69,10 @@ def test_the_shard_schema_is_the_core_then_each_stage_columns_in_stage_order():
         ("caption", (CAPTIONS_COLUMN,)),
         ("caption_llm", (CAPTIONS_COLUMN,)),  # a second captioner: same column, same type
     )
-    assert contract.shard_schema.names == [*CORE_NAMES, "speaker_similarity", "captions"]
+    assert contract.shard_schema.names == [*CORE_NAMES, "speaker_similarity"]  # captions: a layer beside
     assert contract.shard_schema.field("speaker_similarity") == SIMILARITY
     bookkeeping = [f.name for f in BOOKKEEPING_COLUMNS]
-    assert contract.stream_schema.names == [*bookkeeping, *contract.shard_schema.names]
+    assert contract.stream_schema.names == [*bookkeeping, *contract.shard_schema.names, "captions"]
     assert all(f.nullable for f in contract.stream_schema)  # failed and end rows have no segment id
 
 
@@ -95,7 +96,7 @@ def test_the_default_config_declares_measurements_tags_and_captions_without_buil
         "verify": [],  # fills the verdicts inside captions
     }
     schema = ShardContract.of(specs).shard_schema
-    assert schema.names == [*CORE_NAMES, "speaker_similarity", *MEASUREMENT_NAMES, "tags", "captions"]
+    assert schema.names == [*CORE_NAMES, "speaker_similarity", *MEASUREMENT_NAMES, "tags"]
     assert schema.field("tags").type == TAGS_TYPE
 
 
@@ -248,10 +249,10 @@ def test_verify_run_flags_a_shard_of_another_major_version(tmp_path):
 def test_a_run_is_not_extended_with_another_column_set(tmp_path):
     write_run(tmp_path, CONSISTENCY)
     with pytest.raises(RunDirError) as caught:
-        RunDirectory.open(tmp_path, "hash", {}, stages(("segment", ()), ("caption", (CAPTIONS_COLUMN,))))
+        RunDirectory.open(tmp_path, "hash", {}, stages(("segment", ()), ("measure", (LOUDNESS,))))
     assert str(caught.value) == (
         f"{tmp_path} holds shards with other columns than this config's stages make "
-        "(+captions, -speaker_similarity): use a new --out"
+        "(+loudness_lufs, -speaker_similarity): use a new --out"
     )
     retyped = stages(("speaker_consistency", (pa.field("speaker_similarity", pa.float32()),)))
     with pytest.raises(RunDirError, match=r"\(~speaker_similarity\): use a new --out$"):

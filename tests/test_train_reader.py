@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipeline.contract import CONTRACT_VERSION
-from pipeline.rundir import listed_shards
+from pipeline.layers import read_with_captions
 from tests.train_data import write_run
 from train.batches import BatchPlanner, SamplerState, choose_captions, collate, crop, epoch_plans, pad
 from train.perturb import Perturber
@@ -69,19 +69,19 @@ def test_a_shard_without_a_needed_column_is_refused(synthetic_run, tmp_path):
     path = run / "shards" / "part-00002.parquet"
     table = pq.read_table(path)
     pq.write_table(
-        table.drop_columns(["captions", "tags"]).replace_schema_metadata(table.schema.metadata), path
+        table.drop_columns(["duration_s", "tags"]).replace_schema_metadata(table.schema.metadata), path
     )
     with pytest.raises(ShardContractError) as caught:
         ShardSet([run])
     stages = "ingest, segment, cut, measure, caption, verify"
-    assert str(caught.value) == f"{path}: no column(s) tags, captions: the run's stages were {stages}"
+    assert str(caught.value) == f"{path}: no column(s) duration_s, tags: the run's stages were {stages}"
 
 
 def test_only_passed_captions_of_the_wanted_granularities_are_used(tmp_path):
     run = write_run(tmp_path / "run", sources=2, reject_view=1)
     record = all_records(run)[0]
     assert [(c.granularity, c.view) for c in record.captions] == [("fine", 0), ("fine", 2), ("global", 0)]
-    raw = pq.read_table(listed_shards(run)[0]).column("captions").to_pylist()[0]
+    raw = read_with_captions(run, columns=[]).column("captions").to_pylist()[0]
     assert len(usable_captions(raw, CaptionPolicy(verified_only=False))) == 4
     assert [c.view for c in usable_captions(raw, CaptionPolicy(granularities=("fine",)))] == [0, 2]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 import pytest
 
 from annotate.audio import encode_flac, read_mono_16k
 from annotate.transcribe import WhisperConfig, WhisperTranscriber
 from pipeline.config import parse_config
+from pipeline.layers import read_with_captions
 from pipeline.runner import annotate
 from tests.conftest import EXAMPLES
 from verify.rules import RulesVerifier, RulesVerifierConfig
@@ -46,7 +46,7 @@ def test_asr_transcripts_reach_the_shards_and_the_verifier(tmp_path):
     clips = sorted((EXAMPLES / "corpus").glob("espeak_en-us_m3_p50_s110_*.flac"))[:2]
     report = annotate(config, tmp_path / "run", inputs=[str(c) for c in clips], executor="local")
     assert report.totals["segments"] >= 2
-    rows = pq.read_table(tmp_path / "run" / "shards", columns=["transcript", "captions"]).to_pylist()
+    rows = read_with_captions(tmp_path / "run", columns=["transcript"]).to_pylist()
     assert all(row["transcript"] and len(row["transcript"].split()) >= 5 for row in rows)
     # A caption that quotes the transcript fails no_transcript against the ASR text.
     quoted = {

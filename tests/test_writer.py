@@ -13,14 +13,16 @@ import pytest
 
 from annotate.audio import encode_flac
 from annotate.base import dropped_row
-from pipeline.config import WriteConfig
+from pipeline.config import RunConfig, WriteConfig
 from pipeline.contract import stream_table
+from pipeline.layers import annotate_layers
 from pipeline.rundir import RunDirectory, RunDirError, listed_shards
 from pipeline.writer import ShardWriter
 from tests.conftest import default_contract
 
 FLAC = encode_flac(np.zeros(1600, dtype=np.float32))
 CONTRACT = default_contract()
+LAYERS = annotate_layers(RunConfig())
 
 
 def stream(rows: list[dict]) -> pa.Table:
@@ -59,7 +61,7 @@ def end(source: str, outcome: str = "segmented", source_id: str | None = None) -
 
 
 def open_run(root, rows_per_shard: int = 10, row_group_rows: int = 4) -> tuple[RunDirectory, ShardWriter]:
-    run = RunDirectory.open(root, "hash", {"config": 1}, CONTRACT)
+    run = RunDirectory.open(root, "hash", {"config": 1}, CONTRACT, layers=LAYERS)
     return run, ShardWriter(run, WriteConfig(rows_per_shard=rows_per_shard, row_group_rows=row_group_rows))
 
 
@@ -170,14 +172,14 @@ def test_a_failed_commit_removes_its_temporary_shard(tmp_path, monkeypatch):
 def test_a_folder_with_foreign_files_is_not_made_a_run(tmp_path):
     (tmp_path / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(RunDirError, match=r"holds no manifest\.json .*holiday\.jpg"):
-        RunDirectory.open(tmp_path, "hash", {}, CONTRACT)
+        RunDirectory.open(tmp_path, "hash", {}, CONTRACT, layers=LAYERS)
 
 
 def test_another_processing_config_is_refused(tmp_path):
     _, writer = open_run(tmp_path)
     writer.close(fed=set())
     with pytest.raises(RunDirError, match="another processing config"):
-        RunDirectory.open(tmp_path, "other-hash", {}, CONTRACT)
+        RunDirectory.open(tmp_path, "other-hash", {}, CONTRACT, layers=LAYERS)
 
 
 def test_the_manifest_totals_include_the_commit_that_wrote_them(tmp_path):

@@ -13,8 +13,9 @@ from annotate.audio import SAMPLE_RATE, encode_flac
 from annotate.base import end_row
 from annotate.captioner import AcousticCaptioner, AcousticCaptionerConfig
 from annotate.tags import StyleTags
-from pipeline.config import WriteConfig
+from pipeline.config import RunConfig, WriteConfig
 from pipeline.contract import stream_table
+from pipeline.layers import annotate_layers
 from pipeline.rundir import RunDirectory
 from pipeline.writer import ShardWriter
 from tests.conftest import default_contract
@@ -46,7 +47,7 @@ def write_run(
     captioner = AcousticCaptioner(AcousticCaptionerConfig(views=3))
     out.mkdir(parents=True, exist_ok=True)
     contract = default_contract()
-    run = RunDirectory.open(out, "test", {}, contract, fsync=False)
+    run = RunDirectory.open(out, "test", {}, contract, fsync=False, layers=annotate_layers(RunConfig()))
     writer = ShardWriter(run, WriteConfig(rows_per_shard=rows_per_shard, row_group_rows=row_group_rows))
     fed: set[str] = set()
     for s in range(sources):

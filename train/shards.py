@@ -4,8 +4,13 @@ It reads only the shards a run's manifest lists (committed ones), checks each fi
 version and the columns training needs before any row is read, and streams row group by row group,
 so memory is bounded by a row group and the shuffle buffer, never the corpus.
 
-`segment_record` is the single place where a shard row becomes (segment, usable captions): caption
-sets stored beside the audio will feed their captions in there.
+A run keeps its captions beside the audio (pipeline.layers): each shard row group is read with the
+same row group of the chosen caption sets and verdict versions joined in as `captions`; which ones is
+`pipeline.layers.choose`'s rule (every set, each with its only verdict version, unless named), printed
+by the commands that read them. An export (`stylecaps export parquet`) is read as it is: its shards
+carry their captions.
+
+`segment_record` is the single place where a shard row becomes (segment, usable captions).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contract import contract_problem
-from pipeline.rundir import RunDirError, listed_shards
+from pipeline.layers import LayerError, LayerJoin, choose
+from pipeline.rundir import RunDirError, listed_shards, read_manifest
 
-NEEDED_COLUMNS = ("segment_id", "source_id", "speaker", "duration_s", "audio", "tags", "captions")
+NEEDED_COLUMNS = ("segment_id", "source_id", "speaker", "duration_s", "audio", "tags")
 _NUMERIC_COLUMNS = ("pitch_median_hz", "pitch_std_st", "articulation_rate_sps", "loudness_lufs")
 Split = Literal["train", "heldout", "all"]
 
@@ -65,6 +71,7 @@ class RowGroupRef:
     path: Path
     index: int
     rows: int
+    run: Path  # the run (or export) directory the shard is listed in
 
 
 def usable_captions(captions: list[dict[str, Any]] | None, policy: CaptionPolicy) -> tuple[Caption, ...]:
@@ -106,14 +113,21 @@ def is_heldout(source_id: str, fraction: float) -> bool:
 
 
 class ShardSet:
-    """The shards of one or more runs, opened (footers only) and checked."""
+    """The shards of one or more runs (or exports), opened (footers only) and checked, with the caption
+    sets and verdict versions chosen in each run (`captions` / `verdicts`: ids; default: the rule of
+    pipeline.layers.choose); `selections` says what was chosen, per run."""
 
-    def __init__(self, runs: list[str | Path]) -> None:
+    def __init__(
+        self, runs: list[str | Path], captions: list[str] | None = None, verdicts: list[str] | None = None
+    ) -> None:
         if not runs:
             raise ShardContractError("no run directories given (data.runs or --run)")
         self.row_groups: list[RowGroupRef] = []
+        self._joins: dict[Path, LayerJoin] = {}
+        self.selections: dict[Path, str] = {}
         tag_names: tuple[str, ...] | None = None
         for run in map(Path, runs):
+            self._choose(run, captions, verdicts)
             for path in self._listed_shards(run):
                 file = pq.ParquetFile(path)
                 self._check(file.schema_arrow, path)
@@ -123,13 +137,28 @@ class ShardSet:
                         f"{path}: tags {names} differ from the other shards' {tag_names}"
                     )
                 tag_names = names
+                if "captions" not in file.schema_arrow.names and run not in self._joins:
+                    raise ShardContractError(f"{path}: no captions and no caption sets in {run}")
                 self.row_groups += [
-                    RowGroupRef(path, i, file.metadata.row_group(i).num_rows)
+                    RowGroupRef(path, i, file.metadata.row_group(i).num_rows, run)
                     for i in range(file.num_row_groups)
                 ]
         if not self.row_groups:
             raise ShardContractError(f"no committed shards in {', '.join(map(str, runs))}")
         self.tag_names: tuple[str, ...] = tag_names or ()
+
+    def _choose(self, run: Path, captions: list[str] | None, verdicts: list[str] | None) -> None:
+        try:
+            manifest = read_manifest(run)
+            if manifest.get("kind") == "export":
+                self.selections[run] = "an export: " + manifest["selection"]
+                return
+            selection = choose(manifest, captions, verdicts)
+        except (RunDirError, LayerError) as error:
+            raise ShardContractError(str(error)) from None
+        if selection.sets:
+            self._joins[run] = LayerJoin(run, manifest, selection)
+        self.selections[run] = selection.describe()
 
     @staticmethod
     def _listed_shards(run: Path) -> list[Path]:
@@ -145,10 +174,20 @@ class ShardSet:
             raise ShardContractError(f"{path}: {problem}")
 
     def read(self, ref: RowGroupRef, columns: list[str] | None = None) -> pa.Table:
+        """A row group, with `captions` joined from the run's chosen layers when asked for (all columns,
+        or `columns` naming it)."""
         file = pq.ParquetFile(ref.path)
+        join = self._joins.get(ref.run)
+        wants_captions = columns is None or "captions" in columns
         if columns is not None:
             columns = [c for c in columns if c in file.schema_arrow.names]
-        return file.read_row_group(ref.index, columns=columns)
+            if join is not None and wants_captions and "segment_id" not in columns:
+                columns.append("segment_id")
+        table = file.read_row_group(ref.index, columns=columns)
+        if join is None or not wants_captions:
+            return table
+        shard = ref.path.relative_to(ref.run).as_posix()
+        return table.append_column("captions", join.captions(shard, ref.index, table.column("segment_id")))
 
     def records(self, ref: RowGroupRef, policy: CaptionPolicy) -> Iterator[SegmentRecord]:
         for row in self.read(ref).to_pylist():
