@@ -87,7 +87,10 @@ def train(
         train_config = parse_train_config(values, origin="command line")
         from train.shards import ShardSet
 
-        ShardSet(train_config.data.runs)  # a bad run fails here, in one line, before Ray starts
+        data = train_config.data
+        shards = ShardSet(data.runs, data.captions, data.verdicts)  # a bad run fails here, before Ray starts
+        for run, selection in shards.selections.items():
+            stdout.print(f"{run}: {selection}", soft_wrap=True, highlight=False)
         out = out or Path("runs") / config.stem
         export = export or out / "model"
         launch(train_config, out, export, ray_address=ray_address)
@@ -143,8 +146,15 @@ def _model_and_clips(model_path, manifest, runs, split, audio_root, path_column,
         seen = training_sources(data["runs"], data["holdout_fraction"]) if unseen else None
         clips = clips_from_manifest(manifest, audio_root, path_column, exclude_sources=seen)
     else:
+        layers = {"captions": data.get("captions"), "verdicts": data.get("verdicts")}  # the model's
         chosen = [str(r) for r in runs] if runs else data.get("runs", [])
-        clips = clips_from_runs(chosen, split, data.get("holdout_fraction", 0.0))
+        clips = clips_from_runs(
+            chosen,
+            split,
+            data.get("holdout_fraction", 0.0),
+            **({} if runs else layers),
+            report=lambda line: stdout.print(line, soft_wrap=True, highlight=False),
+        )
     return load_model(model_path), clips
 
 

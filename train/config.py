@@ -19,6 +19,16 @@ Positive = Annotated[float, Field(gt=0)]
 
 class DataConfig(StrictConfig):
     runs: list[str] = Field(default_factory=list, description="Run directories to train from.")
+    captions: list[str] | None = Field(
+        default=None,
+        description="Caption set ids to train on (stylecaps layers RUN lists a run's); default: every set "
+        "of each run.",
+    )
+    verdicts: list[str] = Field(
+        default_factory=list,
+        description="Verdict version ids, at most one per set; default: each set's only version (a set "
+        "with several needs one named; a set with none has no verified caption).",
+    )
     verified_only: bool = Field(default=True, description="Use only captions whose verdict passed.")
     granularities: tuple[Literal["fine", "global"], ...] = ("fine", "global")
     holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(

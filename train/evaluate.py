@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,22 @@ class Clip:
     captions: dict[str, str] = field(default_factory=dict)  # granularity → caption (first usable view)
 
 
-def clips_from_runs(runs: Sequence[str | Path], split: Split, holdout_fraction: float) -> list[Clip]:
+def clips_from_runs(
+    runs: Sequence[str | Path],
+    split: Split,
+    holdout_fraction: float,
+    captions: list[str] | None = None,
+    verdicts: list[str] | None = None,
+    report: Callable[[str], None] | None = None,
+) -> list[Clip]:
+    """The runs' segments of a split with their first usable caption per granularity, from the caption
+    sets and verdict versions named (default: train.shards' rule), said to `report` run by run."""
+    shards = ShardSet(list(runs), captions, verdicts)
+    for run, selection in shards.selections.items():
+        if report is not None:
+            report(f"{run}: {selection}")
     clips = []
-    for record in iter_split(ShardSet(list(runs)), CaptionPolicy(), split, holdout_fraction):
+    for record in iter_split(shards, CaptionPolicy(), split, holdout_fraction):
         captions: dict[str, str] = {}
         for caption in sorted(record.captions, key=lambda c: c.view):
             captions.setdefault(caption.granularity, caption.text)

@@ -184,7 +184,7 @@ class TrainingSession:
         self.config, self.data = config, config.data
         self.rank, self.world = dist.rank(), dist.world_size()
         self.device = device or _device(config)
-        self.shards = ShardSet(config.data.runs)
+        self.shards = ShardSet(config.data.runs, config.data.captions, config.data.verdicts)
         torch.manual_seed(config.seed)
         self.model = DualEncoder(config.model, tag_classes_of(self.shards, config)).to(self.device)
         dist.broadcast_parameters(self.model)
@@ -330,6 +330,9 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
         split = {
             "runs": [str(Path(r).resolve()) for r in config.data.runs],
             "holdout_fraction": config.data.holdout_fraction,
+            "captions": config.data.captions,
+            "verdicts": config.data.verdicts,
+            "layers": {str(run): selection for run, selection in session.shards.selections.items()},
         }
         exported = export_model(model, export_to, {"data": split, "steps": step})
     return LoopResult(step, stopped_early, exported, model)
