@@ -41,6 +41,7 @@ from pipeline.runlog import log
 from pipeline.runner import (
     Executor,
     RunInterrupted,
+    configure_ray_data,
     interrupts_between_commits,
     ray_session,
     through_groups_locally,
@@ -219,13 +220,16 @@ def _processed(
     import ray
 
     items = [{"shard": item.shard, "index": item.index} for item in work]
+    configure_ray_data()
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _load_batch,
         batch_size=1,
         batch_format="pyarrow",
         fn_kwargs={"root": str(root), "judged": judged, "schema": schema},
     )
-    yield from through_groups_on_ray(dataset, [[spec]], schema, sources=len(items))
+    # only what the layer's part is made of comes back to the driver, not the audio
+    keep = ["segment_id", "captions", "error_type", "error_message"]
+    yield from through_groups_on_ray(dataset, [[spec]], schema, sources=len(items), keep=keep)
 
 
 def _load_batch(items: pa.Table, root: str, judged: str | None, schema: pa.Schema) -> pa.Table:

@@ -168,14 +168,13 @@ def iter_ray(groups: list[list[StageSpec]], rows: list[Row], schema: pa.Schema) 
 
     rows_per_block = max(1, math.ceil(len(rows) / _MAX_SOURCE_BLOCKS))
     blocks = [stream_table(rows[i : i + rows_per_block], schema) for i in range(0, len(rows), rows_per_block)]
+    configure_ray_data()
     yield from through_groups_on_ray(ray.data.from_arrow(blocks), groups, schema, len(rows))
 
 
-def through_groups_on_ray(
-    dataset: ray.data.Dataset, groups: list[list[StageSpec]], schema: pa.Schema, sources: int
-) -> Iterator[pa.Table]:
-    """A dataset of stream rows through the stage groups' actor pools, in order; tables of `schema`.
-    `sources` caps the pools of source-level groups."""
+def configure_ray_data() -> None:
+    """Ray Data's settings for our runs; call it before making a dataset (a dataset keeps the context
+    it was made under)."""
     import ray
 
     context = ray.data.DataContext.get_current()
@@ -184,6 +183,24 @@ def through_groups_on_ray(
     # Ray Data merges what a generator UDF yields into blocks of up to 128 MiB by default, so a long
     # source would reach the driver as a few huge blocks; keep each chunk of segments its own block.
     context.target_max_block_size = _MAX_BLOCK_BYTES
+
+
+def through_groups_on_ray(
+    dataset: ray.data.Dataset,
+    groups: list[list[StageSpec]],
+    schema: pa.Schema,
+    sources: int,
+    keep: list[str] | None = None,
+) -> Iterator[pa.Table]:
+    """A dataset of stream rows through the stage groups' actor pools, in order; tables of `schema`, or
+    of its `keep` columns only (selected on the workers, so the rest never reaches the driver).
+    `sources` caps the pools of source-level groups; `dataset` was made after configure_ray_data()."""
+    import ray
+
+    if not dataset.context.execution_options.preserve_order:
+        raise RuntimeError(
+            "the dataset was made before configure_ray_data(): its rows could come back reordered"
+        )
     for group in groups:
         dataset = dataset.map_batches(
             _stage_group_class(group, schema),
@@ -192,6 +209,8 @@ def through_groups_on_ray(
             compute=_pool(group, sources),
             **_remote_args(group[0].resources),
         )
+    if keep is not None:
+        dataset = dataset.select_columns(keep)
     try:
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     except ray.exceptions.RayActorError as error:

@@ -40,7 +40,7 @@ def test_console_script_help_lists_every_command():
     assert proc.returncode == 0, proc.stderr
     text = flat(proc.stdout)
     assert "Usage: stylecaps" in text
-    for command in ("annotate", "summary", "config", "check"):
+    for command in ("annotate", "recaption", "reverify", "layers", "export", "summary", "config", "check"):
         assert re.search(rf"\b{command}\b", text), command
     assert "Segment, caption and verify audio into Parquet shards" in text
     assert "Traceback" not in proc.stderr
@@ -55,6 +55,18 @@ def test_annotate_help_documents_config_input_out_and_resuming():
     assert "resumes" in text
     assert "failures.parquet" in text
     assert "repeatable" in text  # --input may be given several times
+
+
+def test_layer_commands_document_their_options_and_what_they_never_do():
+    code, text, _ = invoke("recaption", "--help")
+    assert code == 0 and "--config" in text and "never rewritten" in text and "resumes" in text
+    code, text, _ = invoke("reverify", "--help")
+    assert code == 0 and "--captions" in text and "resumes" in text
+    code, text, _ = invoke("export", "parquet", "--help")
+    assert code == 0
+    for option in ("--out", "--captions", "--verdicts"):
+        assert option in text
+    assert "default: every set of the run" in text and "only version" in text
 
 
 def test_summary_help_documents_the_run_directory_argument():
