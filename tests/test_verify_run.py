@@ -33,7 +33,8 @@ def test_a_healthy_run_passes_with_every_file_checked(run_copy):
     code, out = invoke(run_copy)
     assert code == 0, out
     manifest = json.loads((run_copy / "manifest.json").read_text())
-    listed = len(manifest["shards"]) + 4 * len(manifest["commits"]) + 3  # + sources, failures, dropped
+    # each shard with its caption set and verdict version parts, 4 journals a commit, 3 whole-run tables
+    listed = 3 * len(manifest["shards"]) + 4 * len(manifest["commits"]) + 3
     assert f"ok ({listed} files" in out and "51 inputs, 51 shard rows" in out
 
 
@@ -53,7 +54,7 @@ def test_an_unlisted_shard_is_a_problem(run_copy):
     check = verify_run(run_copy)
     assert check.problems == [
         "shards/part-00099.parquet: not listed in the manifest (left by an interrupted commit; "
-        "the next annotate on this run removes it)"
+        "the next annotate, recaption or reverify on this run removes it)"
     ]
 
 
