@@ -37,8 +37,12 @@ def test_stages_follow_each_other_by_step():
     assert config.total_steps == 6
 
 
-def test_a_resumed_run_reaches_the_parameters_of_an_uninterrupted_one(synthetic_run, tiny_text, tmp_path):
+@pytest.mark.parametrize("average_decay", [None, 0.5], ids=["last-weights", "averaged-weights"])
+def test_a_resumed_run_reaches_the_parameters_of_an_uninterrupted_one(
+    synthetic_run, tiny_text, tmp_path, average_decay
+):
     config = tiny_config([synthetic_run], tiny_text, data={"mask_same": "source", "balance_tag": "pitch"})
+    config["optim"] = {"average_decay": average_decay}
     whole = run_in_process(config, tmp_path / "whole", tmp_path / "whole-model")
     assert whole.steps == 6 and not whole.stopped_early
     assert latest_checkpoint(tmp_path / "whole").name == "step-00000006"

@@ -66,6 +66,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     workers: list[WorkerState],
     config: dict[str, Any],
+    average: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     final = checkpoint_dir(out) / f"step-{step:08d}"
     temporary = final.with_name(final.name + ".tmp")
@@ -79,6 +80,7 @@ def save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "workers": [{**asdict(w), "sampler": asdict(w.sampler)} for w in workers],
             "config": config,
+            "average": average,  # train.average.WeightAverage's, when the run averages its weights
         },
         temporary / _STATE,
     )

@@ -160,6 +160,11 @@ class OptimConfig(StrictConfig):
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     warmup_steps: Annotated[int, Field(ge=0)] = 50
     grad_clip: Positive = 1.0
+    average_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None,
+        description="Export an exponential moving average of the trainable weights with this decay "
+        "(0.99: about the last 100 steps) instead of the last step's weights; none: the last step's.",
+    )
 
 
 class TrainConfig(StrictConfig):

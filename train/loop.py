@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from train import distributed as dist
+from train.average import WeightAverage
 from train.batches import Batch, BatchPlanner, SamplerState, collate, epoch_plans
 from train.checkpoint import WorkerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
@@ -209,6 +210,14 @@ class TrainingSession:
         )
         self.perturber = Perturber(config.perturb.lexicon, self.shards.tag_names)
         self.losses = StepLosses(self.model, config)
+        self.average: WeightAverage | None = None  # started once the model is fitted or resumed
+
+    def start_average(self, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Begin the weight average from the current weights (or a checkpoint's average)."""
+        if self.config.optim.average_decay is not None:
+            self.average = WeightAverage(self.model, self.config.optim.average_decay)
+            if state is not None:
+                self.average.load_state_dict(state)
 
     def task_of(self, step: int) -> int:
         """0: one caption per row; with a multi-positive loss, CLSP's task drawn for this step."""
@@ -245,6 +254,7 @@ class TrainingSession:
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.start_average(state.get("average"))
         worker = state["workers"][self.rank]
         worker.restore()
         return state["step"], worker.sampler
@@ -261,6 +271,8 @@ class TrainingSession:
         self.optimizer.step()
         self.scheduler.step()
         self.model.clamp_logit_scale()
+        if self.average is not None:
+            self.average.update(self.model)
         return total.detach(), terms
 
 
@@ -282,6 +294,7 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
         step, sampler = session.resume(load_checkpoint(resume, config_dict, session.world))
     else:
         session.standardise()
+        session.start_average()
     batches = Prefetcher(session.batches(step, sampler))
     writer = _tensorboard(out) if rank == 0 else None
     progress = _progress(step, stop_at) if rank == 0 else None
@@ -334,14 +347,21 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
             "verdicts": config.data.verdicts,
             "layers": {str(run): selection for run, selection in session.shards.selections.items()},
         }
-        exported = export_model(model, export_to, {"data": split, "steps": step})
+        if session.average is not None:
+            session.average.copy_to(model)
+        exported = export_model(
+            model, export_to, {"data": split, "steps": step, "average_decay": config.optim.average_decay}
+        )
     return LoopResult(step, stopped_early, exported, model)
 
 
 def _checkpoint(out: Path, step: int, session: TrainingSession, sampler: SamplerState, config: dict) -> None:
     workers = dist.gather_objects(WorkerState.capture(sampler))
     if session.rank == 0:
-        save_checkpoint(out, step, session.model, session.optimizer, session.scheduler, workers, config)
+        average = session.average.state_dict() if session.average is not None else None
+        save_checkpoint(
+            out, step, session.model, session.optimizer, session.scheduler, workers, config, average
+        )
 
 
 def _tensorboard(out: Path):
