@@ -195,9 +195,7 @@ def _layer_command(
         run_config = load_config(config)
         read_manifest(run)
         invocation_log.move_into(run)
-        with _progress(
-            f"{command}ing" if command == "recaption" else "reverifying", "shards", quiet
-        ) as progress:
+        with _progress(command.removesuffix("e") + "ing", "shards", quiet) as progress:
             task = progress.add_task("shards", total=None)
             options = {
                 "executor": executor,

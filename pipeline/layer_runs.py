@@ -36,7 +36,14 @@ from pipeline.layers import (
     verdict_version_of,
 )
 from pipeline.lock import RunLock, command_line
-from pipeline.rundir import RunDirError, commit_layer_part, new_layer_part, read_manifest, register_layer
+from pipeline.rundir import (
+    RunDirError,
+    ShardFile,
+    commit_layer_part,
+    new_layer_part,
+    read_manifest,
+    register_layer,
+)
 from pipeline.runlog import log
 from pipeline.runner import (
     Executor,
@@ -259,7 +266,7 @@ class _LayerCommitter:
         self._next = 0  # the row group the next rows belong to
         self._buffer: list[pa.Table] = []
         self._buffered = 0
-        self._part = None
+        self._part: ShardFile | None = None  # the part of the shard being written
         self.shards_done = self.segments = self.failed = 0
 
     def add(self, table: pa.Table) -> None:

@@ -87,15 +87,23 @@ def _short_hash(value: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
+def _llm_of(backend: str, vllm: Any, openai: Any) -> tuple[Any, str]:
+    """The LLM settings of a caption or verify section's backend (None for acoustic / rules) and the
+    model it names."""
+    if backend == "vllm":
+        return vllm, vllm.engine.model_id
+    if backend == "openai":
+        return openai, openai.endpoint.model
+    return None, backend
+
+
 def caption_set_of(caption: CaptionConfig) -> LayerInfo:
     """The caption set a caption config writes: `caption.set_id`, else `<backend>-<config hash>`."""
     config = caption.model_dump(mode="json", exclude={"set_id"})
     config_hash = _short_hash(config)
-    settings = caption.vllm if caption.backend == "vllm" else caption.openai
-    if settings is None:
-        model, prompts = "acoustic", []
-    else:
-        model = settings.engine.model_id if caption.vllm is settings else settings.endpoint.model  # type: ignore[union-attr]
+    settings, model = _llm_of(caption.backend, caption.vllm, caption.openai)
+    prompts = []
+    if settings is not None:
         prompts = [settings.fine_prompt] + (
             [settings.global_prompt] if caption.global_backend == "same" else []
         )
@@ -117,12 +125,8 @@ def verdict_version_of(verify: VerifyConfig, measure: MeasureConfig, caption_set
     config_hash = _short_hash(
         {"verify": config, "bins": measure.bins.model_dump(mode="json"), "set": caption_set}
     )
-    settings = verify.vllm if verify.backend == "vllm" else verify.openai
-    if settings is None:
-        model, checklist = "rules", None
-    else:
-        model = settings.engine.model_id if verify.vllm is settings else settings.endpoint.model  # type: ignore[union-attr]
-        checklist = Path(settings.checklist).name
+    settings, model = _llm_of(verify.backend, verify.vllm, verify.openai)
+    checklist = None if settings is None else Path(settings.checklist).name
     provenance = {
         "caption_set": caption_set,
         "backend": verify.backend,
