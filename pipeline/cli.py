@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.errors import StylecapsError, describe_os_error
+from pipeline.layers import annotate_layers
 from pipeline.rundir import RunDirError, read_manifest
 from pipeline.runlog import InvocationLog
 from pipeline.summary import summary_table
@@ -180,6 +181,13 @@ def annotate(
     )
     if report.inputs_skipped:
         stdout.print(f"resumed: {report.inputs_skipped} inputs were already done and skipped")
+    caption_set, verdict_version = annotate_layers(run_config)
+    stdout.print(
+        f"captions in caption set {caption_set.id}, verdicts in verdict version {verdict_version.id} "
+        f"(stylecaps layers {out})",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def _layer_command(
