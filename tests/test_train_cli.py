@@ -13,6 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config import RunConfig
+from pipeline.layers import annotate_layers
 from tests.conftest import EXAMPLES
 from tests.test_train_model import tiny_model
 from tests.train_data import tiny_config
@@ -95,6 +97,8 @@ def test_retrieval_on_the_models_heldout_split_prints_figures_and_chance(model_f
     code, out, err = invoke("evaluate", "retrieval", model_folder, "--json", tmp_path / "r.json")
     assert code == 0, err
     assert "retrieval, fine captions" in out and "retrieval, global captions" in out
+    set_id, version = (info.id for info in annotate_layers(RunConfig()))
+    assert f"captions {set_id} with verdicts {version} (its only version)" in out  # which layers it read
     figures = json.loads((tmp_path / "r.json").read_text())
     n = figures["fine"]["clips"]["n"]
     assert 2 <= n < 24  # the held-out sources only
@@ -212,6 +216,8 @@ def test_train_command_trains_on_ray_and_exports(synthetic_run, tiny_text, tmp_p
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     code, out, err = invoke("train", "-c", tmp_path / "train.yaml", "--out", tmp_path / "out")
     assert code == 0, err
+    set_id, version = (info.id for info in annotate_layers(RunConfig()))
+    assert f"{synthetic_run}: captions {set_id} with verdicts {version} (its only version)" in out
     assert f"model exported to {tmp_path / 'out' / 'model'}" in out
     assert (tmp_path / "out" / "checkpoints" / "step-00000004").is_dir()
     assert list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))
