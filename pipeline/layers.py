@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -311,8 +312,11 @@ class LayerJoin:
 
     def captions(self, shard: str, index: int, segment_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
         """The joined captions of row group `index` of `shard` (run-relative path), whose segment ids
-        are given; segments a set has no part for (a shard added after it was written) get none from it."""
-        rows: list[list[dict[str, Any]]] = [[] for _ in range(len(segment_ids))]
+        are given; segments a set has no part for (a shard added after it was written) get none from it.
+        Column-wise: each set's captions flattened with their verdicts, then regrouped by segment in
+        set order (a stable sort by row)."""
+        rows = len(segment_ids)
+        values, parents = [], []
         for set_id, version in self.selection.sets:
             captions = self._column(self._sets[set_id], shard, index, "captions", segment_ids)
             if captions is None:
@@ -322,13 +326,26 @@ class LayerJoin:
                 if version
                 else None
             )
-            for row, (own, judged) in enumerate(zip(captions, verdicts or [None] * len(rows), strict=True)):
-                for position, caption in enumerate(own or []):
-                    verdict = judged[position] if judged and position < len(judged) else None
-                    rows[row].append(
-                        {**caption, "verdict": verdict, "caption_set": set_id, "verdict_version": version}
-                    )
-        return pa.array(rows, EXPORTED_CAPTIONS.type)
+            flat = captions.flatten()  # a null list (a failed segment) contributes nothing
+            fields = dict(zip(STORED_CAPTION_TYPE.names, flat.flatten(), strict=True))
+            fields |= {
+                "verdict": _verdicts_of(captions, verdicts, len(flat)),
+                "caption_set": pa.array([set_id] * len(flat), pa.string()),
+                "verdict_version": pa.array([version] * len(flat), pa.string()),
+            }
+            values.append(
+                pa.StructArray.from_arrays(
+                    [fields[f.name] for f in EXPORTED_CAPTION_TYPE], fields=list(EXPORTED_CAPTION_TYPE)
+                )
+            )
+            parent = pc.list_parent_indices(captions)  # flatten() drops what backs a null list: so here
+            parents.append(parent.filter(pc.is_valid(captions).take(parent)))
+        if not values:
+            return pa.array([[]] * rows, EXPORTED_CAPTIONS.type)
+        parent = pa.concat_arrays(parents)
+        grouped = pa.concat_arrays(values).take(pc.sort_indices(parent))  # Arrow's sort is stable
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(parent.to_numpy(), minlength=rows))])
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), grouped)
 
     def _column(
         self,
@@ -337,7 +354,7 @@ class LayerJoin:
         index: int,
         column: str,
         segment_ids: pa.ChunkedArray | pa.Array,
-    ) -> list[Any] | None:
+    ) -> pa.ListArray | None:
         part = entry["parts"].get(shard)
         if part is None:
             return None
@@ -350,7 +367,23 @@ class LayerJoin:
             raise LayerError(
                 f"{path}: row group {index} does not line up with {shard}; run stylecaps verify-run"
             )
-        return table.column(column).to_pylist()
+        return table.column(column).combine_chunks()
+
+
+def _verdicts_of(captions: pa.ListArray, verdicts: pa.ListArray | None, count: int) -> pa.Array:
+    """One verdict per flattened caption: a segment's verdicts where it has one per caption, else none
+    (a segment the verifier failed on, or a set without a version)."""
+    if verdicts is None:
+        return pa.nulls(count, VERDICT_TYPE)
+    lengths = [pc.fill_null(pc.list_value_length(lists), 0) for lists in (captions, verdicts)]
+    if pc.all(pc.equal(*lengths)).as_py() is not False:
+        return verdicts.flatten()
+    kept = [
+        judged if judged is not None and len(judged) == len(own) else [None] * len(own)
+        for own, judged in zip(captions.to_pylist(), verdicts.to_pylist(), strict=True)
+        if own is not None
+    ]
+    return pa.array([verdict for row in kept for verdict in row], VERDICT_TYPE)
 
 
 def read_with_captions(

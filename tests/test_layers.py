@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.caption_types import CAPTIONS_COLUMN
+from annotate.caption_types import CAPTIONS_COLUMN, STORED_CAPTION_TYPE, VERDICT_TYPE
 from pipeline.config import RunConfig, parse_config
 from pipeline.layers import (
     CAPTIONS,
@@ -261,3 +261,15 @@ def test_a_part_that_does_not_line_up_with_its_shard_is_refused_when_read(synthe
     assert (
         f"{parts[shard]['path']}: other segment ids than {Path(shard).name}, or in another order" in problems
     )
+
+
+def test_captions_without_one_verdict_each_get_none_and_the_others_keep_theirs():
+    from pipeline.layers import _verdicts_of
+
+    verdict = {"passed": True, "failed_checks": [], "reasons": [], "verifier": "t"}
+    captions = pa.array(
+        [[{"text": "a"}, {"text": "b"}], None, [{"text": "c"}]], pa.list_(STORED_CAPTION_TYPE)
+    )
+    verdicts = pa.array([None, None, [verdict]], pa.list_(VERDICT_TYPE))  # the verifier failed on row 0
+    assert _verdicts_of(captions, verdicts, 3).to_pylist() == [None, None, verdict]
+    assert _verdicts_of(captions, None, 3).to_pylist() == [None, None, None]
