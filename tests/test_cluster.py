@@ -16,18 +16,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.rundir import listed_shards
+from pipeline.layers import read_with_captions
 from pipeline.runner import annotate
 from tests.conftest import EXAMPLES, REPO
 
 BIN = REPO / ".venv" / "bin"
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
-COLUMNS = ["segment_id", "source_id", "start_s", "end_s", "audio", "tags", "captions"]
+COLUMNS = ["segment_id", "source_id", "start_s", "end_s", "audio", "tags"]  # and the joined captions
 
 
 def _free_port() -> int:
@@ -94,7 +93,7 @@ def local_rows(inputs, tmp_path_factory) -> list[dict]:
 
 
 def _rows(run: Path) -> list[dict]:
-    return [row for shard in listed_shards(run) for row in pq.read_table(shard, columns=COLUMNS).to_pylist()]
+    return read_with_captions(run, columns=COLUMNS).to_pylist()
 
 
 def _drivers(temp_dir: Path) -> set[str]:
