@@ -129,6 +129,8 @@ def _add_layer(
         written_by = "reverify" if judged else "recaption"
         entry = register_layer(root, manifest, info, written_by, config.write.fsync, lock.check)
         shards = [shard["path"] for shard in manifest["shards"]]
+        if judged is not None:  # a verdict version covers what its caption set covers
+            shards = [shard for shard in shards if shard in layers_of(manifest, CAPTIONS)[judged]["parts"]]
         pending = [shard for shard in shards if shard not in entry["parts"]]
         log.info(
             "%s %s: layer %s, %d of %d shards to do", written_by, root, info.id, len(pending), len(shards)
@@ -194,22 +196,19 @@ def load_row_group(root: Path, shard: str, index: int, judged: str | None, schem
     verdicts empty) read from the set's part for the shard."""
     rows = pq.ParquetFile(root / shard).read_row_group(index).to_pylist()
     if judged is not None:
-        part = layers_of(read_manifest(root), CAPTIONS)[judged]["parts"].get(shard)
+        part = layers_of(read_manifest(root), CAPTIONS)[judged]["parts"][shard]
         stored = (
             pq.ParquetFile(root / part["path"])
             .read_row_group(index, columns=["segment_id", "captions"])
             .to_pylist()
-            if part
-            else [{"segment_id": row["segment_id"], "captions": None} for row in rows]
         )
         for row, captions in zip(rows, stored, strict=True):
             if captions["segment_id"] != row["segment_id"]:
                 raise LayerError(
                     f"caption set '{judged}' does not line up with {shard}; run stylecaps verify-run"
                 )
-            row["captions"] = (
-                [{**c, "verdict": None} for c in captions["captions"]] if captions["captions"] else None
-            )
+            # a segment the captioner failed on has no captions to judge: none, not an error
+            row["captions"] = [{**c, "verdict": None} for c in captions["captions"] or []]
     for row in rows:
         row["status"] = STATUS_OK
     return stream_table(rows, schema)

@@ -159,3 +159,9 @@ def test_a_segment_the_captioner_fails_on_is_recorded_with_its_reason_and_the_re
         (victim, "ValueError", "no tags to word", None)
     ]
     assert sum(1 for row in part if row["captions"]) == len(part) - 1
+    # judging that set: the failed segment has nothing to judge, the others get one verdict per caption
+    monkeypatch.setattr(AcousticCaptioner, "captions", real)
+    verified = reverify(run, RESEEDED, captions=report.layer.id, executor="local")
+    assert (verified.failed, verified.segments) == (0, report.segments)
+    verdicts = pq.read_table(run / "verdicts" / verified.layer.id / "part-00000.parquet").to_pylist()
+    assert [len(row["verdicts"]) for row in verdicts] == [len(row["captions"] or []) for row in part]
