@@ -71,10 +71,9 @@ def export_parquet(
         file = ShardFile(out / shard, schema, 1 << 30, compression, fsync=False)
         try:
             for index in range(source.num_row_groups):
-                table = source.read_row_group(index)
-                joined = join.captions(shard, index, table.column("segment_id"))
-                total_captions += len(joined.flatten())
-                file.write_row_group(table.append_column(EXPORTED_CAPTIONS, joined).cast(schema))
+                table = join.read(source, shard, index)
+                total_captions += len(table["captions"].combine_chunks().flatten())
+                file.write_row_group(table.cast(schema))
             entry = {"path": shard, **file.finish()}
         except BaseException:
             file.abort()

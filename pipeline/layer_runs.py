@@ -73,6 +73,7 @@ class _RowGroup:
     shard: str  # run-relative path
     index: int
     segment_ids: list[str]
+    judged_part: str | None  # reverify: the judged caption set's part for the shard (run-relative)
 
 
 def recaption(
@@ -129,8 +130,12 @@ def _add_layer(
         written_by = "reverify" if judged else "recaption"
         entry = register_layer(root, manifest, info, written_by, config.write.fsync, lock.check)
         shards = [shard["path"] for shard in manifest["shards"]]
+        judged_parts = {}
         if judged is not None:  # a verdict version covers what its caption set covers
-            shards = [shard for shard in shards if shard in layers_of(manifest, CAPTIONS)[judged]["parts"]]
+            judged_parts = {
+                shard: part["path"] for shard, part in layers_of(manifest, CAPTIONS)[judged]["parts"].items()
+            }
+            shards = [shard for shard in shards if shard in judged_parts]
         pending = [shard for shard in shards if shard not in entry["parts"]]
         log.info(
             "%s %s: layer %s, %d of %d shards to do", written_by, root, info.id, len(pending), len(shards)
@@ -138,12 +143,12 @@ def _add_layer(
         segments, failed = 0, 0
         if pending:
             spec = verify_spec(config) if judged else caption_spec(config)
-            work = _row_groups(root, pending)
+            work = _row_groups(root, pending, judged_parts)
             commit = _LayerCommitter(root, manifest, info, config, lock.check, work)
             with interrupts_between_commits() as critical:
                 try:
                     with ray_session(config.ray) if executor == "ray" else contextlib.nullcontext():
-                        for table in _processed(root, work, spec, judged, executor):
+                        for table in _processed(root, work, spec, executor):
                             with critical():
                                 commit.add(table)
                             if on_progress:
@@ -172,8 +177,9 @@ def _add_layer(
     )
 
 
-def _row_groups(root: Path, shards: list[str]) -> list[_RowGroup]:
-    """The row groups of `shards` with their segment ids (the only column read here), in order."""
+def _row_groups(root: Path, shards: list[str], judged_parts: dict[str, str]) -> list[_RowGroup]:
+    """The row groups of `shards` with their segment ids (the only column read here) and, for reverify,
+    the judged set's part of their shard (`judged_parts`), in order."""
     work = []
     for shard in shards:
         file = pq.ParquetFile(root / shard)
@@ -182,7 +188,7 @@ def _row_groups(root: Path, shards: list[str]) -> list[_RowGroup]:
             raise RunDirError(f"{root / shard}: {problem}")
         for index in range(file.num_row_groups):
             ids = file.read_row_group(index, columns=["segment_id"]).column("segment_id").to_pylist()
-            work.append(_RowGroup(shard, index, ids))
+            work.append(_RowGroup(shard, index, ids, judged_parts.get(shard)))
     return work
 
 
@@ -191,22 +197,21 @@ def _stream_schema(root: Path, shard: str) -> pa.Schema:
     return stream_schema([*pq.read_schema(root / shard).remove_metadata(), CAPTIONS_COLUMN])
 
 
-def load_row_group(root: Path, shard: str, index: int, judged: str | None, schema: pa.Schema) -> pa.Table:
-    """One shard row group as stream rows; for reverify, with the captions of the judged set (their
-    verdicts empty) read from the set's part for the shard."""
+def load_row_group(
+    root: Path, shard: str, index: int, judged_part: str | None, schema: pa.Schema
+) -> pa.Table:
+    """One shard row group as stream rows; for reverify, with the captions (their verdicts empty) of the
+    judged set's part for the shard, `judged_part` (run-relative)."""
     rows = pq.ParquetFile(root / shard).read_row_group(index).to_pylist()
-    if judged is not None:
-        part = layers_of(read_manifest(root), CAPTIONS)[judged]["parts"][shard]
+    if judged_part is not None:
         stored = (
-            pq.ParquetFile(root / part["path"])
+            pq.ParquetFile(root / judged_part)
             .read_row_group(index, columns=["segment_id", "captions"])
             .to_pylist()
         )
         for row, captions in zip(rows, stored, strict=True):
             if captions["segment_id"] != row["segment_id"]:
-                raise LayerError(
-                    f"caption set '{judged}' does not line up with {shard}; run stylecaps verify-run"
-                )
+                raise LayerError(f"{judged_part} does not line up with {shard}; run stylecaps verify-run")
             # a segment the captioner failed on has no captions to judge: none, not an error
             row["captions"] = [{**c, "verdict": None} for c in captions["captions"] or []]
     for row in rows:
@@ -214,34 +219,36 @@ def load_row_group(root: Path, shard: str, index: int, judged: str | None, schem
     return stream_table(rows, schema)
 
 
-def _processed(
-    root: Path, work: list[_RowGroup], spec: StageSpec, judged: str | None, executor: Executor
-) -> Iterator[pa.Table]:
+def _processed(root: Path, work: list[_RowGroup], spec: StageSpec, executor: Executor) -> Iterator[pa.Table]:
     """The stage's output on every row group of `work`, in order."""
     schema = _stream_schema(root, work[0].shard)
     if executor == "local":
-        batches = (load_row_group(root, item.shard, item.index, judged, schema).to_pylist() for item in work)
+        batches = (
+            load_row_group(root, item.shard, item.index, item.judged_part, schema).to_pylist()
+            for item in work
+        )
         yield from through_groups_locally(batches, [[spec]], schema)
         return
     import ray
 
-    items = [{"shard": item.shard, "index": item.index} for item in work]
+    items = [{"shard": item.shard, "index": item.index, "judged_part": item.judged_part} for item in work]
     configure_ray_data()
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _load_batch,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"root": str(root), "judged": judged, "schema": schema},
+        fn_kwargs={"root": str(root), "schema": schema},
     )
     # only what the layer's part is made of comes back to the driver, not the audio
     keep = ["segment_id", "captions", "error_type", "error_message"]
     yield from through_groups_on_ray(dataset, [[spec]], schema, sources=len(items), keep=keep)
 
 
-def _load_batch(items: pa.Table, root: str, judged: str | None, schema: pa.Schema) -> pa.Table:
+def _load_batch(items: pa.Table, root: str, schema: pa.Schema) -> pa.Table:
     """Ray task: the row groups `items` names, loaded where the task runs (never on the driver)."""
     tables = [
-        load_row_group(Path(root), item["shard"], item["index"], judged, schema) for item in items.to_pylist()
+        load_row_group(Path(root), item["shard"], item["index"], item["judged_part"], schema)
+        for item in items.to_pylist()
     ]
     return pa.concat_tables(tables)
 

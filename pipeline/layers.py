@@ -310,6 +310,15 @@ class LayerJoin:
         self._sets = layers_of(manifest, CAPTIONS)
         self._versions = layers_of(manifest, VERDICTS)
 
+    def read(
+        self, file: pq.ParquetFile, shard: str, index: int, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Row group `index` of the shard `file` (run-relative path `shard`): its `columns` (all by
+        default; segment_id always), then the joined `captions`."""
+        wanted = None if columns is None else list(dict.fromkeys(["segment_id", *columns]))
+        table = file.read_row_group(index, columns=wanted)
+        return table.append_column(EXPORTED_CAPTIONS, self.captions(shard, index, table["segment_id"]))
+
     def captions(self, shard: str, index: int, segment_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
         """The joined captions of row group `index` of `shard` (run-relative path), whose segment ids
         are given; segments a set has no part for (a shard added after it was written) get none from it.
@@ -399,13 +408,8 @@ def read_with_captions(
     root = Path(root)
     manifest = read_manifest(root)
     join = LayerJoin(root, manifest, choose(manifest, captions, verdicts))
-    wanted = None if columns is None else list(dict.fromkeys(["segment_id", *columns]))
     tables = []
     for shard in (entry["path"] for entry in manifest["shards"]):
         file = pq.ParquetFile(root / shard)
-        for index in range(file.num_row_groups):
-            table = file.read_row_group(index, columns=wanted)
-            tables.append(
-                table.append_column(EXPORTED_CAPTIONS, join.captions(shard, index, table["segment_id"]))
-            )
+        tables += [join.read(file, shard, index, columns) for index in range(file.num_row_groups)]
     return pa.concat_tables(tables)

@@ -181,13 +181,9 @@ class ShardSet:
         wants_captions = columns is None or "captions" in columns
         if columns is not None:
             columns = [c for c in columns if c in file.schema_arrow.names]
-            if join is not None and wants_captions and "segment_id" not in columns:
-                columns.append("segment_id")
-        table = file.read_row_group(ref.index, columns=columns)
         if join is None or not wants_captions:
-            return table
-        shard = ref.path.relative_to(ref.run).as_posix()
-        return table.append_column("captions", join.captions(shard, ref.index, table.column("segment_id")))
+            return file.read_row_group(ref.index, columns=columns)
+        return join.read(file, ref.path.relative_to(ref.run).as_posix(), ref.index, columns)
 
     def records(self, ref: RowGroupRef, policy: CaptionPolicy) -> Iterator[SegmentRecord]:
         for row in self.read(ref).to_pylist():
