@@ -187,8 +187,20 @@ def encode_flac(wave: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_flac(data: bytes) -> np.ndarray:
-    wave, rate = sf.read(io.BytesIO(data), dtype="float32")
+def decode_flac(data: bytes, start: int = 0, frames: int = -1) -> np.ndarray:
+    """The samples [start, start + frames) of a shard's FLAC (all of it by default), mono float32;
+    FLAC seeks, so a crop costs its own length to decode, not the segment's."""
+    wave, rate = sf.read(io.BytesIO(data), frames=frames, start=start, dtype="float32")
     if rate != SAMPLE_RATE:
         raise AudioDecodeError(f"expected {SAMPLE_RATE} Hz audio, got {rate} Hz")
     return wave if wave.ndim == 1 else wave.mean(axis=1, dtype=np.float32)
+
+
+def flac_frames(data: bytes) -> int:
+    """How many samples a FLAC holds, read from its STREAMINFO block (the first metadata block, which
+    the format requires): 36 bits at byte 21. libsndfile only where the encoder left it unknown (0)."""
+    if data[:4] == b"fLaC" and len(data) >= 26:
+        frames = int.from_bytes(data[21:26], "big") & 0xF_FFFF_FFFF
+        if frames:
+            return frames
+    return sf.info(io.BytesIO(data)).frames

@@ -309,6 +309,7 @@ class LayerJoin:
         self.selection = selection
         self._sets = layers_of(manifest, CAPTIONS)
         self._versions = layers_of(manifest, VERDICTS)
+        self._footers: dict[Path, pq.FileMetaData] = {}  # a part's footer, parsed once
 
     def read(
         self, file: pq.ParquetFile, shard: str, index: int, columns: Sequence[str] | None = None
@@ -368,7 +369,10 @@ class LayerJoin:
         if part is None:
             return None
         path = self.root / part["path"]
-        table = pq.ParquetFile(path).read_row_group(index, columns=["segment_id", column])
+        if path not in self._footers:
+            self._footers[path] = pq.ParquetFile(path).metadata
+        file = pq.ParquetFile(path, metadata=self._footers[path])
+        table = file.read_row_group(index, columns=["segment_id", column])
         lined_up = (
             table.num_rows == len(segment_ids) and pc.all(pc.equal(table["segment_id"], segment_ids)).as_py()
         )

@@ -1,10 +1,13 @@
 """`stylecaps train` and `stylecaps evaluate ...`: figures printed, files written, user errors in one
-line with exit code 2; the prefetcher under the loop; the metrics against hand-computed values."""
+line with exit code 2; the batch loader under the loop; the metrics against hand-computed values."""
 
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import multiprocessing
+import os
 import re
 
 import numpy as np
@@ -19,8 +22,8 @@ from tests.conftest import EXAMPLES
 from tests.test_train_model import tiny_model
 from tests.train_data import tiny_config
 from train.export import export_model
+from train.loader import load_in_workers
 from train.metrics import classification_scores, ranks_of_truth, retrieval_chance, retrieval_scores
-from train.prefetch import Prefetcher
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 _LABELS = list(csv.DictReader((EXAMPLES / "labels.csv").open()))
@@ -76,21 +79,32 @@ def test_the_metrics_match_hand_computed_values():
     assert result["confusion"].tolist() == [[2, 1], [0, 1]]
 
 
-def test_the_prefetcher_keeps_order_and_hands_over_errors():
-    assert list(Prefetcher(iter(range(50)), depth=3)) == list(range(50))
+def test_the_loader_keeps_order_with_several_processes_and_hands_over_errors():
+    def squares(numbers):
+        return lambda: iter(numbers)
+
+    made = load_in_workers(squares(range(50)), lambda n: (n * n, os.getpid()), workers=2)
+    results = list(made)
+    assert [value for value, _ in results] == [n * n for n in range(50)]
+    assert len({pid for _, pid in results}) == 2 and os.getpid() not in {pid for _, pid in results}
 
     def failing():
         yield 1
         raise ValueError("broken shard")
 
-    items = Prefetcher(failing())
+    items = load_in_workers(failing, lambda n: n, workers=1)
     assert next(items) == 1
     with pytest.raises(ValueError, match="broken shard"):
         next(items)
-    endless = Prefetcher(iter(range(10**9)))
+    del items
+    gc.collect()  # the raised error's traceback held the loader
+    assert multiprocessing.active_children() == []
+    endless = load_in_workers(squares(range(10**9)), lambda n: n, workers=2)
     next(endless)
-    endless.close()  # the thread stops although the source never ends
-    assert not endless._thread.is_alive()
+    assert len(multiprocessing.active_children()) == 2
+    del endless  # the processes end although the plans never do
+    gc.collect()
+    assert multiprocessing.active_children() == []
 
 
 def test_retrieval_on_the_models_heldout_split_prints_figures_and_chance(model_folder, tmp_path):

@@ -3,6 +3,7 @@ and on Ray Train with 2 gloo workers keeps the parameters identical on every ran
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 
@@ -12,10 +13,11 @@ from safetensors.torch import load_file
 
 from pipeline.config import ConfigError
 from tests.train_data import tiny_config
+from train.batches import SamplerState
 from train.checkpoint import CheckpointMismatch, latest_checkpoint
 from train.config import parse_train_config
 from train.export import WEIGHTS
-from train.loop import train_worker
+from train.loop import TrainingSession, train_worker
 
 
 def run_in_process(config: dict, out, export=None):
@@ -35,6 +37,32 @@ def test_stages_follow_each_other_by_step():
     config = parse_train_config(tiny_config([], "unused"))
     assert [config.stage_at(s).name for s in range(7)] == ["one"] * 3 + ["two"] * 4
     assert config.total_steps == 6
+
+
+def test_the_step_gets_the_cpus_its_loader_processes_leave():
+    config = parse_train_config(tiny_config([], "unused", cpus_per_worker=8, data={"loader_workers": 3}))
+    assert config.step_threads == 5
+    alone = parse_train_config(tiny_config([], "unused", cpus_per_worker=1))
+    assert alone.data.loader_workers == 1 and alone.step_threads == 1
+
+
+@pytest.mark.parametrize("trainable", [True, False], ids=["decoded-by-the-loader", "decoded-by-the-step"])
+def test_loader_processes_make_the_batches_the_training_process_would(synthetic_run, tiny_text, trainable):
+    config = tiny_config([synthetic_run], tiny_text)
+    config["model"]["audio"]["trainable"] = trainable
+    state = SamplerState(epoch=1, batches=1)  # mid-epoch, as after a resume
+    wanted = list(itertools.islice(TrainingSession(parse_train_config(config)).batches(5, state), 9))
+    for workers in (0, 2):
+        config["data"]["loader_workers"] = workers
+        session = TrainingSession(parse_train_config(config))
+        made = list(itertools.islice(session.loader(5, state), 9))
+        assert [s for s, _ in made] == [s for s, _ in wanted]
+        for (_, got), (_, want) in zip(made, wanted, strict=True):
+            assert (got.texts, got.perturbed_texts) == (want.texts, want.perturbed_texts)
+            assert got.audio_keys == want.audio_keys
+            assert torch.equal(got.audio_lens, want.audio_lens)
+            assert (got.audio is None) == (not trainable)
+            assert torch.equal(*(b.waveforms()[0] for b in (got, want)))
 
 
 @pytest.mark.parametrize("average_decay", [None, 0.5], ids=["last-weights", "averaged-weights"])

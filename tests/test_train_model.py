@@ -181,6 +181,20 @@ def test_frozen_encoders_are_cached_and_not_trained(tiny_text):
     # Same keys: the cache answers, whatever the waveform now holds.
     assert torch.equal(model.pooled_audio(torch.zeros_like(audio), lens, keys=["a", "b"]), first)
     assert torch.allclose(model.pooled_audio(audio, lens), first, atol=1e-5)
+    # Only the rows not cached are asked for (a lazy batch decodes those alone).
+    asked: list[list[int]] = []
+
+    def waveforms(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        asked.append(rows)
+        return audio[[r % 2 for r in rows]], lens[[r % 2 for r in rows]]
+
+    both = model.cached_audio(["b", "c", "a", "d"], waveforms)
+    assert asked == [[1, 3]]
+    assert torch.equal(both[0], first[1]) and torch.equal(both[2], first[0])
+    # the same clip encoded with less padding beside it: equal up to the convolutions at its end
+    assert torch.allclose(both[1], first[1], atol=1e-3) and torch.equal(both[1], both[3])
+    model.cached_audio(["c", "d"], waveforms)
+    assert asked == [[1, 3]]  # nothing new to encode: nothing asked
 
 
 @pytest.mark.parametrize("audio", [TINY_CONV, {"kind": "ge2e"}, "wav2vec2"])

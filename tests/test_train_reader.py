@@ -3,6 +3,7 @@ balancing, batch plans and their resumption, padding."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from annotate.audio import decode_flac
 from pipeline.contract import CONTRACT_VERSION
 from pipeline.layers import read_with_captions
 from tests.train_data import write_run
@@ -199,10 +201,56 @@ def test_padding_keeps_exact_lengths_and_zero_tails():
 
 
 def test_crops_are_random_windows_of_the_maximum_length():
-    wave = np.arange(100, dtype=np.float32)
-    window, start = crop(wave, 30, random.Random(0))
-    assert window.size == 30 and np.array_equal(window, wave[start : start + 30])
-    assert crop(wave, 200, random.Random(0))[1] == 0
+    starts = {crop(100, 30, random.Random(seed)) for seed in range(2000)}
+    assert {length for _, length in starts} == {30}
+    assert {start for start, _ in starts} == set(range(71))  # every window, none past the end
+    assert crop(100, 200, random.Random(0)) == (0, 100)
+
+
+def test_a_batch_left_undecoded_reads_and_decodes_the_same_crops_on_demand(synthetic_run):
+    shards = ShardSet([synthetic_run])
+    stream = SegmentStream(shards, CaptionPolicy(), buffer_rows=4, with_audio=False)
+    plan = list(itertools.islice(stream.epoch(0), 5))
+    assert all(r.flac is None for r in plan)  # read without the audio column
+    made = {
+        decode: collate(
+            plan,
+            task=0,
+            rng=random.Random(3),
+            max_crop_s=1.5,
+            perturber=None,
+            tag_names=(),
+            group_by="segment",
+            decode=decode,
+        )
+        for decode in (True, False)
+    }
+    decoded, lazy = made[True], made[False]
+    assert lazy.audio is None and lazy.audio_keys == decoded.audio_keys and lazy.texts == decoded.texts
+    assert torch.equal(lazy.audio_lens, decoded.audio_lens)
+    assert any(start > 0 for _, start, _ in decoded.audio_keys)  # some rows were cropped
+    whole = {r.segment_id: decode_flac(r.flac) for r in all_records(synthetic_run)}
+    for i, (segment_id, start, length) in enumerate(decoded.audio_keys):
+        assert np.array_equal(decoded.audio[i, :length].numpy(), whole[segment_id][start : start + length])
+    rows = [3, 1]
+    audio, lens = lazy.waveforms(rows)
+    expected, expected_lens = decoded.waveforms(rows)
+    assert torch.equal(lens, expected_lens) and torch.equal(audio, expected)
+
+
+def test_audio_that_disagrees_with_duration_s_is_refused_when_decoded(synthetic_run):
+    record = all_records(synthetic_run)[0]
+    short = dataclasses.replace(record, duration_s=record.duration_s + 0.5)
+    with pytest.raises(ShardContractError, match=f"{record.segment_id}: its audio holds"):
+        collate(
+            [short, all_records(synthetic_run)[1]],
+            task=0,
+            rng=random.Random(0),
+            max_crop_s=30.0,
+            perturber=None,
+            tag_names=(),
+            group_by="segment",
+        )
 
 
 def test_collate_picks_captions_by_task_and_flips_an_attribute(synthetic_run):

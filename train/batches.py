@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from annotate.audio import SAMPLE_RATE, decode_flac
+from annotate.audio import SAMPLE_RATE, decode_flac, flac_frames
 from train.perturb import Perturber
-from train.shards import Caption, SegmentRecord, SegmentStream
+from train.shards import Caption, RowLocation, SegmentRecord, SegmentStream, ShardContractError, read_audio
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,12 @@ class SamplerState:
 
 @dataclass
 class Batch:
-    audio: torch.Tensor  # [B, T] float32, zero-padded 16 kHz waveforms
-    audio_lens: torch.Tensor  # [B] int64 samples
+    # [B, T] float32 zero-padded 16 kHz crops, or None where the loader left decoding to the step:
+    # a frozen encoder that caches its outputs needs only the crops it has not encoded (`waveforms`)
+    audio: torch.Tensor | None
+    audio_lens: torch.Tensor  # [B] int64 samples of each crop
+    audio_rows: list[RowLocation]  # each row's segment in its shard, to decode it from if `audio` is None
+    segment_samples: list[int]  # each row's whole segment, as its duration_s gives it
     texts: list[str]  # one caption per row
     second_texts: list[str]  # another caption of the same row (multi-positive stage)
     perturbed_texts: list[str | None]  # the caption with one attribute flipped, where one could be
@@ -40,6 +44,38 @@ class Batch:
     groups: list[str]  # source or speaker id, for masking same-group negatives
     segment_ids: list[str]
     audio_keys: list[tuple[str, int, int]]  # (segment, crop start, samples): what a frozen encoder saw
+
+    def waveforms(self, rows: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The padded crops of `rows` (every row by default) and their lengths, decoded here if the
+        loader did not."""
+        if rows is None and self.audio is not None:
+            return self.audio, self.audio_lens
+        rows = list(range(len(self.texts))) if rows is None else rows
+        lens = self.audio_lens[rows]
+        if self.audio is not None:
+            return self.audio[rows, : int(lens.max())], lens
+        flacs = read_audio([self.audio_rows[i] for i in rows])
+        waves = [
+            decode_crop(flac, *self.audio_keys[i], self.segment_samples[i])
+            for i, flac in zip(rows, flacs, strict=True)
+        ]
+        audio, _ = pad(waves)
+        return audio.to(lens.device), lens
+
+    def __getstate__(self) -> dict[str, object]:
+        # From a loader process the lengths travel as a list: a tensor, however small, is handed over
+        # as a file descriptor the loader's sharing thread must send while its collating holds the GIL.
+        return {**self.__dict__, "audio_lens": self.audio_lens.tolist()}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state, audio_lens=torch.tensor(state["audio_lens"], dtype=torch.int64))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked host tensors (the DataLoader calls this), so the copy to the GPU overlaps the step."""
+        if self.audio is not None:
+            self.audio = self.audio.pin_memory()
+        self.audio_lens = self.audio_lens.pin_memory()
+        return self
 
 
 class BatchPlanner:
@@ -116,12 +152,22 @@ def choose_captions(record: SegmentRecord, task: int, rng: random.Random) -> tup
     return first, _pick(record.captions, "fine", rng, avoid=first)
 
 
-def crop(wave: np.ndarray, max_samples: int, rng: random.Random) -> tuple[np.ndarray, int]:
-    """A random window of at most `max_samples` and where it starts."""
-    if wave.size <= max_samples:
-        return wave, 0
-    start = rng.randrange(wave.size - max_samples + 1)
-    return wave[start : start + max_samples], start
+def crop(samples: int, max_samples: int, rng: random.Random) -> tuple[int, int]:
+    """A random window of at most `max_samples` in a segment of `samples`: (start, length)."""
+    if samples <= max_samples:
+        return 0, samples
+    return rng.randrange(samples - max_samples + 1), max_samples
+
+
+def decode_crop(flac: bytes, segment_id: str, start: int, length: int, samples: int) -> np.ndarray:
+    """The crop [start, start + length) of a segment's FLAC, which must hold `samples`: crops are drawn
+    from duration_s before any audio is read, so a shard whose audio disagrees is refused here."""
+    held = flac_frames(flac)
+    if held != samples:
+        raise ShardContractError(
+            f"{segment_id}: its audio holds {held} samples, its duration_s says {samples}"
+        )
+    return decode_flac(flac, start, length)
 
 
 def pad(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,15 +188,31 @@ def collate(
     perturber: Perturber | None,
     tag_names: tuple[str, ...],
     group_by: str,
+    decode: bool = True,
 ) -> Batch:
+    """A plan's rows as a batch; `decode=False` leaves the audio to `Batch.waveforms` (the crops are
+    drawn all the same, from each segment's duration_s, so a batch is the same either way)."""
     max_samples = int(max_crop_s * SAMPLE_RATE)
-    crops = [crop(decode_flac(r.flac), max_samples, rng) for r in plan]
-    audio, lens = pad([wave for wave, _ in crops])
+    crops = [crop(r.samples, max_samples, rng) for r in plan]
+    lens = torch.tensor([length for _, length in crops], dtype=torch.int64)
+    audio = None
+    if decode:
+        flacs = (
+            [r.flac for r in plan]
+            if all(r.flac is not None for r in plan)
+            else read_audio([r.location for r in plan])
+        )
+        waves = [
+            decode_crop(f, r.segment_id, *c, r.samples) for f, r, c in zip(flacs, plan, crops, strict=True)
+        ]
+        audio = pad(waves)[0]
     pairs = [choose_captions(r, task, rng) for r in plan]
     texts = [first for first, _ in pairs]
     return Batch(
         audio=audio,
         audio_lens=lens,
+        audio_rows=[r.location for r in plan],
+        segment_samples=[r.samples for r in plan],
         texts=texts,
         second_texts=[second for _, second in pairs],
         perturbed_texts=[
@@ -167,5 +229,5 @@ def collate(
             for r in plan
         ],
         segment_ids=[r.segment_id for r in plan],
-        audio_keys=[(r.segment_id, start, wave.size) for r, (wave, start) in zip(plan, crops, strict=True)],
+        audio_keys=[(r.segment_id, start, length) for r, (start, length) in zip(plan, crops, strict=True)],
     )

@@ -54,6 +54,11 @@ class DataConfig(StrictConfig):
         default=None,
         description="Class-balanced sampling over this tag (repeat factors from each worker's own rows).",
     )
+    loader_workers: Annotated[int, Field(ge=0)] = Field(
+        default=1,
+        description="Processes per training worker that read, crop and decode batches ahead of the step "
+        "(0: on the training process, between steps).",
+    )
 
 
 class AudioEncoderConfig(StrictConfig):
@@ -175,7 +180,11 @@ class TrainConfig(StrictConfig):
     perturb: PerturbConfig = PerturbConfig()
     optim: OptimConfig = OptimConfig()
     workers: Annotated[int, Field(gt=0)] = Field(default=1, description="Ray Train workers.")
-    cpus_per_worker: Annotated[int, Field(gt=0)] = 1
+    cpus_per_worker: Annotated[int, Field(gt=0)] = Field(
+        default=1,
+        description="CPUs Ray reserves for each training worker, its loader processes included: the "
+        "step's torch threads are the rest (at least 1).",
+    )
     use_gpu: bool = False
     checkpoint_every: Annotated[int, Field(gt=0)] = 200
     log_every: Annotated[int, Field(gt=0)] = 10
@@ -183,6 +192,12 @@ class TrainConfig(StrictConfig):
     max_minutes: Positive | None = Field(
         default=None, description="Stop (with a checkpoint and an export) after this wall time."
     )
+
+    @property
+    def step_threads(self) -> int:
+        """torch threads for a worker's step: a loader process busy beside a thread pool that spans
+        every core stalls the pool's parallel regions (measured: bench/train_step.py)."""
+        return max(1, self.cpus_per_worker - self.data.loader_workers)
 
     @property
     def total_steps(self) -> int:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from train.batches import Batch, BatchPlanner, SamplerState, collate, epoch_plan
 from train.checkpoint import WorkerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.export import export_model
+from train.loader import load_in_workers
 from train.losses import (
     draw_task,
     hard_negative_info_nce,
@@ -37,8 +39,9 @@ from train.losses import (
 )
 from train.model import DualEncoder
 from train.perturb import Perturber
-from train.prefetch import Prefetcher
 from train.shards import CaptionPolicy, SegmentRecord, SegmentStream, ShardSet
+
+Plan = list[SegmentRecord]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,14 @@ def build_optimizer(model: DualEncoder, config: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.optim.weight_decay)
 
 
+def pooled_batch_audio(model: DualEncoder, batch: Batch) -> torch.Tensor:
+    """A batch's pooled audio features; a frozen encoder reads, decodes and encodes only the crops it
+    has not cached (`TrainingSession.decodes_in_loader`)."""
+    if model.caches_audio:
+        return model.cached_audio(batch.audio_keys, batch.waveforms)
+    return model.pooled_audio(*batch.waveforms())
+
+
 class StepLosses:
     """The stage's weighted losses on one batch; returns the total and each term for logging."""
 
@@ -90,7 +101,7 @@ class StepLosses:
     def __call__(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         stage, loss_config = self.config.stage_at(step), self.config.loss
         model = self.model
-        audio_local = model.embed_audio(batch.audio, batch.audio_lens, batch.audio_keys)
+        audio_local = model.project_audio(pooled_batch_audio(model, batch))
         text_local = model.embed_text(batch.texts)
         audio, offset = dist.gather_rows(audio_local)
         text, _ = dist.gather_rows(text_local)
@@ -150,7 +161,7 @@ def fit_standardisation(
     model.eval()
     audio, text, rows = [], [], 0
     for batch in batches:
-        audio.append(model.pooled_audio(batch.audio, batch.audio_lens, batch.audio_keys))
+        audio.append(pooled_batch_audio(model, batch))
         text.append(model.pooled_text(texts_of(batch)))
         rows += len(batch.texts)
         if rows >= _STANDARDISE_ROWS:
@@ -174,7 +185,9 @@ def _device(config: TrainConfig) -> torch.device:
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
-    batch.audio, batch.audio_lens = batch.audio.to(device, non_blocking=True), batch.audio_lens.to(device)
+    if batch.audio is not None:
+        batch.audio = batch.audio.to(device, non_blocking=True)
+    batch.audio_lens = batch.audio_lens.to(device)
     return batch
 
 
@@ -204,6 +217,7 @@ class TrainingSession:
             buffer_rows=data.shuffle_buffer,
             holdout_fraction=data.holdout_fraction,
             balance_tag=data.balance_tag,
+            with_audio=self.decodes_in_loader,
         )
         self.planner = BatchPlanner(
             data.bucket_edges_s, data.batch_audio_s, data.max_batch_size, data.max_crop_s
@@ -211,6 +225,13 @@ class TrainingSession:
         self.perturber = Perturber(config.perturb.lexicon, self.shards.tag_names)
         self.losses = StepLosses(self.model, config)
         self.average: WeightAverage | None = None  # started once the model is fitted or resumed
+
+    @property
+    def decodes_in_loader(self) -> bool:
+        """Whether batches come decoded. A frozen encoder that caches its outputs needs only the crops
+        it has not encoded (from the second epoch on, none): its batches carry where each segment's
+        audio is, and the step reads and decodes just those (`pooled_batch_audio`)."""
+        return not self.model.caches_audio
 
     def start_average(self, state: dict[str, torch.Tensor] | None = None) -> None:
         """Begin the weight average from the current weights (or a checkpoint's average)."""
@@ -226,7 +247,15 @@ class TrainingSession:
             return 0
         return draw_task(step, self.config.seed, loss.task_p0, loss.task_p_min, loss.task_decay_steps)
 
-    def batch_of(self, state: SamplerState, plan: list[SegmentRecord], task: int) -> Batch:
+    def plans(self, first_step: int, sampler: SamplerState) -> Iterator[tuple[SamplerState, Plan, int]]:
+        """(sampler state after the batch, its rows, its task) for step `first_step` on."""
+        plans = epoch_plans(self.stream, self.planner, sampler)
+        for step, (state, plan) in enumerate(plans, start=first_step):
+            yield state, plan, self.task_of(step)
+
+    def collate(self, planned: tuple[SamplerState, Plan, int]) -> tuple[SamplerState, Batch]:
+        """A planned batch on the host (decoded or not: `decodes_in_loader`)."""
+        state, plan, task = planned
         # Seeded by position, not by RNG state: a resumed run collates exactly the same batch.
         rng = random.Random(f"{self.data.seed}:batch:{self.rank}:{state.epoch}:{state.batches}")
         batch = collate(
@@ -237,14 +266,25 @@ class TrainingSession:
             perturber=self.perturber,
             tag_names=self.shards.tag_names,
             group_by=self.data.mask_same,
+            decode=self.decodes_in_loader,
         )
-        return _to(batch, self.device)
+        return state, batch
 
     def batches(self, first_step: int, sampler: SamplerState) -> Iterator[tuple[SamplerState, Batch]]:
-        """(sampler state after the batch, batch) for step `first_step` on."""
-        plans = epoch_plans(self.stream, self.planner, sampler)
-        for step, (state, plan) in enumerate(plans, start=first_step):
-            yield state, self.batch_of(state, plan, self.task_of(step))
+        """(sampler state after the batch, batch) for step `first_step` on, made on this process."""
+        for planned in self.plans(first_step, sampler):
+            state, batch = self.collate(planned)
+            yield state, _to(batch, self.device)
+
+    def loader(self, first_step: int, sampler: SamplerState) -> Iterator[tuple[SamplerState, Batch]]:
+        """The same batches as `batches`, made ahead in `data.loader_workers` processes."""
+        made = load_in_workers(
+            partial(self.plans, first_step, sampler),
+            self.collate,
+            workers=self.data.loader_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        return ((state, _to(batch, self.device)) for state, batch in made)
 
     def standardise(self) -> None:
         first = (batch for _, batch in self.batches(0, SamplerState()))
@@ -283,7 +323,7 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
     out = Path(loop_config["out"])
     export_to = Path(loop_config["export"]) if loop_config.get("export") else None
     stop_at = min(loop_config.get("stop_at") or config.total_steps, config.total_steps)
-    torch.set_num_threads(config.cpus_per_worker)
+    torch.set_num_threads(config.step_threads)
     session = TrainingSession(config)
     model, rank = session.model, session.rank
     config_dict = config.model_dump(mode="json")
@@ -295,16 +335,16 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
     else:
         session.standardise()
         session.start_average()
-    batches = Prefetcher(session.batches(step, sampler))
+    batches = session.loader(step, sampler)
     writer = _tensorboard(out) if rank == 0 else None
     progress = _progress(step, stop_at) if rank == 0 else None
     model.train()
     deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else None
     stopped_early = False
+    tick = time.perf_counter()
     while step < stop_at:
         sampler, batch = next(batches)
         stage = config.stage_at(step)
-        tick = time.perf_counter()
         total, terms = session.step(batch, step)
         step += 1
         rows = sum(dist.gather_objects(len(batch.texts)))
@@ -314,6 +354,7 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
                 "loss/total": float(total),
                 "logit_scale": float(model.logit_scale.detach().exp()),
                 "lr": session.scheduler.get_last_lr()[0],
+                # all workers' rows over the wall time since the last iteration ended (data wait included)
                 "samples_per_s": rows / max(time.perf_counter() - tick, 1e-9),
             }
             if stage.multi_positive:
@@ -333,7 +374,8 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
         if out_of_time:
             stopped_early = step < stop_at
             break
-    batches.close()
+        tick = time.perf_counter()
+    del batches  # ends the loader's processes
     if progress is not None:
         progress.close()
     if writer is not None:

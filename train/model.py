@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import torch
@@ -22,6 +22,8 @@ from train.config import ModelConfig, TextEncoderConfig
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 _CACHE_ROWS = 200_000
 LOGIT_SCALE_MAX = math.log(100.0)
+# rows -> (padded audio, lengths) of those rows: how a cached encoder asks for the inputs it lacks
+Waveforms = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -153,25 +155,45 @@ class DualEncoder(nn.Module):
             self.text_encoder.eval()
         return self
 
+    @property
+    def caches_audio(self) -> bool:
+        """A frozen speech encoder's outputs are cached by input key (`cached_audio`)."""
+        return not self.config.audio.trainable
+
     def pooled_audio(
         self, audio: torch.Tensor, audio_lens: torch.Tensor, keys: list[Hashable] | None = None
     ) -> torch.Tensor:
-        """Mask-aware mean of the encoder's frames. A frozen encoder's output for an input it has seen
-        (`keys` name the inputs, e.g. segment and crop) comes from a cache: training then costs the
-        heads only, once every crop has been encoded."""
-        if self.config.audio.trainable or keys is None:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.audio.trainable):
-                frames, mask = self.audio_encoder(audio, audio_lens)
-            return masked_mean(frames.float(), mask)
+        """Mask-aware mean of the encoder's frames (through the cache when frozen and `keys` name
+        the inputs)."""
+        if self.caches_audio and keys is not None:
+            return self.cached_audio(keys, lambda rows: (audio[rows], audio_lens[rows]))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.audio.trainable):
+            frames, mask = self.audio_encoder(audio, audio_lens)
+        return masked_mean(frames.float(), mask)
+
+    def cached_audio(self, keys: list[Hashable], waveforms: Waveforms) -> torch.Tensor:
+        """A frozen encoder's pooled output for each input key (e.g. segment and crop): encoded once,
+        then from the cache, so training costs the heads only once every crop has been seen.
+        `waveforms(rows)` gives the padded audio and lengths of the rows not in the cache; only
+        those are asked for (and need decoding)."""
         missing = [i for i, key in enumerate(keys) if key not in self._audio_cache]
         if missing:
-            lens = audio_lens[missing]
+            audio, lens = waveforms(missing)
             with torch.no_grad():
-                frames, mask = self.audio_encoder(audio[missing, : int(lens.max())], lens)
+                frames, mask = self.audio_encoder(audio[:, : int(lens.max())], lens)
             for i, vector in zip(missing, masked_mean(frames.float(), mask), strict=True):
                 self._audio_cache[keys[i]] = vector
             _bound(self._audio_cache)
         return torch.stack([self._audio_cache[key] for key in keys])
+
+    def forget_cached_features(self) -> None:
+        """Empty the frozen towers' caches (the next inputs are encoded again)."""
+        self._audio_cache.clear()
+        self._text_cache.clear()
+
+    def project_audio(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The audio head on pooled features, L2-normalised."""
+        return nn.functional.normalize(self.audio_head(pooled), dim=-1)
 
     def pooled_text(self, texts: list[str]) -> torch.Tensor:
         if self.config.text.trainable:
@@ -184,10 +206,8 @@ class DualEncoder(nn.Module):
             _bound(self._text_cache)
         return torch.stack([self._text_cache[t] for t in texts])
 
-    def embed_audio(
-        self, audio: torch.Tensor, audio_lens: torch.Tensor, keys: list[Hashable] | None = None
-    ) -> torch.Tensor:
-        return nn.functional.normalize(self.audio_head(self.pooled_audio(audio, audio_lens, keys)), dim=-1)
+    def embed_audio(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> torch.Tensor:
+        return self.project_audio(self.pooled_audio(audio, audio_lens))
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         return nn.functional.normalize(self.text_head(self.pooled_text(texts)), dim=-1)

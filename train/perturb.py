@@ -13,21 +13,29 @@ import random
 import re
 
 
+def _pattern(words: list[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w-])({alternatives})(?![\w-])", re.IGNORECASE)
+
+
 class Perturber:
     def __init__(self, lexicon: dict[str, dict[str, list[str]]], tag_names: tuple[str, ...]) -> None:
         self.lexicon = {name: values for name, values in lexicon.items() if name in tag_names}
+        self._patterns = {
+            (name, value): _pattern(words)
+            for name, values in self.lexicon.items()
+            for value, words in values.items()
+        }
 
-    @staticmethod
-    def _pattern(words: list[str]) -> re.Pattern[str]:
-        alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-        return re.compile(rf"(?<![\w-])({alternatives})(?![\w-])", re.IGNORECASE)
+    def _pattern(self, name: str, value: str) -> re.Pattern[str]:
+        return self._patterns[name, value]
 
     def candidates(self, text: str, tags: dict[str, str | None]) -> list[str]:
         """Tags that can be flipped in this caption."""
         return [
             name
             for name, values in self.lexicon.items()
-            if tags.get(name) in values and self._pattern(values[tags[name]]).search(text)  # type: ignore[index]
+            if tags.get(name) in values and self._pattern(name, tags[name]).search(text)  # type: ignore[arg-type]
         ]
 
     def perturb(self, text: str, tags: dict[str, str | None], rng: random.Random) -> str | None:
@@ -47,4 +55,4 @@ class Perturber:
             replacement = target_words[index % len(target_words)]
             return replacement.capitalize() if word[0].isupper() else replacement
 
-        return self._pattern(source_words).sub(swap, text)
+        return self._pattern(name, current).sub(swap, text)

@@ -20,7 +20,7 @@ import json
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,11 +28,14 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from annotate.audio import SAMPLE_RATE
 from pipeline.contract import contract_problem
 from pipeline.layers import LayerError, LayerJoin, choose
 from pipeline.rundir import RunDirError, listed_shards, read_manifest
 
 NEEDED_COLUMNS = ("segment_id", "source_id", "speaker", "duration_s", "audio", "tags")
+# what a training record needs (the measured numbers and metadata are for evaluation)
+TRAINING_COLUMNS = (*NEEDED_COLUMNS, "captions")
 _NUMERIC_COLUMNS = ("pitch_median_hz", "pitch_std_st", "articulation_rate_sps", "loudness_lufs")
 Split = Literal["train", "heldout", "all"]
 
@@ -49,15 +52,31 @@ class Caption:
 
 
 @dataclass(frozen=True)
+class RowLocation:
+    """Where a segment's row is: its audio can be read from there when a record was read without it."""
+
+    path: Path
+    row_group: int
+    row: int
+
+
+@dataclass(frozen=True)
 class SegmentRecord:
     segment_id: str
     source_id: str
     speaker: str | None
     duration_s: float
-    flac: bytes
+    flac: bytes | None  # None when read without the audio column (then `read_audio([location])`)
     tags: dict[str, str | None]
     captions: tuple[Caption, ...]
+    location: RowLocation
     fields: dict[str, Any] = field(default_factory=dict)  # measured numbers and metadata.* for evaluation
+
+    @property
+    def samples(self) -> int:
+        """The segment's length in 16 kHz samples, from duration_s (checked against the audio when
+        it is decoded: `train.batches.decode_crop`)."""
+        return round(self.duration_s * SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -83,8 +102,8 @@ def usable_captions(captions: list[dict[str, Any]] | None, policy: CaptionPolicy
     )
 
 
-def segment_record(row: dict[str, Any], policy: CaptionPolicy) -> SegmentRecord | None:
-    """A shard row as a training record, or None when it has no usable caption."""
+def segment_record(row: dict[str, Any], policy: CaptionPolicy, location: RowLocation) -> SegmentRecord | None:
+    """A shard row (at `location`) as a training record, or None when it has no usable caption."""
     captions = usable_captions(row["captions"], policy)
     if not captions:
         return None
@@ -97,11 +116,24 @@ def segment_record(row: dict[str, Any], policy: CaptionPolicy) -> SegmentRecord 
         source_id=row["source_id"],
         speaker=row["speaker"],
         duration_s=row["duration_s"],
-        flac=row["audio"]["bytes"],
+        flac=row["audio"]["bytes"] if "audio" in row else None,
         tags=dict(row["tags"] or {}),
         captions=captions,
+        location=location,
         fields=fields,
     )
+
+
+def read_audio(locations: Sequence[RowLocation]) -> list[bytes]:
+    """The FLAC bytes of the rows at `locations`, in order (each row group's audio column read once)."""
+    by_row_group: dict[tuple[Path, int], list[RowLocation]] = {}
+    for where in locations:
+        by_row_group.setdefault((where.path, where.row_group), []).append(where)
+    found: dict[RowLocation, bytes] = {}
+    for (path, index), places in by_row_group.items():
+        column = pq.ParquetFile(path).read_row_group(index, columns=["audio"]).column("audio")
+        found |= {where: column[where.row]["bytes"].as_py() for where in places}
+    return [found[where] for where in locations]
 
 
 def is_heldout(source_id: str, fraction: float) -> bool:
@@ -123,6 +155,7 @@ class ShardSet:
         if not runs:
             raise ShardContractError("no run directories given (data.runs or --run)")
         self.row_groups: list[RowGroupRef] = []
+        self._footers: dict[Path, pq.FileMetaData] = {}  # parsed once: a row group read opens the file only
         self._joins: dict[Path, LayerJoin] = {}
         self.selections: dict[Path, str] = {}
         tag_names: tuple[str, ...] | None = None
@@ -131,6 +164,7 @@ class ShardSet:
             for path in self._listed_shards(run):
                 file = pq.ParquetFile(path)
                 self._check(file.schema_arrow, path)
+                self._footers[path] = file.metadata
                 names = tuple(f.name for f in file.schema_arrow.field("tags").type)
                 if tag_names is not None and names != tag_names:
                     raise ShardContractError(
@@ -176,7 +210,7 @@ class ShardSet:
     def read(self, ref: RowGroupRef, columns: list[str] | None = None) -> pa.Table:
         """A row group, with `captions` joined from the run's chosen layers when asked for (all columns,
         or `columns` naming it)."""
-        file = pq.ParquetFile(ref.path)
+        file = pq.ParquetFile(ref.path, metadata=self._footers[ref.path])
         join = self._joins.get(ref.run)
         wants_captions = columns is None or "captions" in columns
         if columns is not None:
@@ -185,9 +219,12 @@ class ShardSet:
             return file.read_row_group(ref.index, columns=columns)
         return join.read(file, ref.path.relative_to(ref.run).as_posix(), ref.index, columns)
 
-    def records(self, ref: RowGroupRef, policy: CaptionPolicy) -> Iterator[SegmentRecord]:
-        for row in self.read(ref).to_pylist():
-            record = segment_record(row, policy)
+    def records(
+        self, ref: RowGroupRef, policy: CaptionPolicy, columns: list[str] | None = None
+    ) -> Iterator[SegmentRecord]:
+        """The row group's rows that have a usable caption, as records (of `columns`, default all)."""
+        for row_index, row in enumerate(self.read(ref, columns).to_pylist()):
+            record = segment_record(row, policy, RowLocation(ref.path, ref.index, row_index))
             if record is not None:
                 yield record
 
@@ -231,6 +268,7 @@ class SegmentStream:
         buffer_rows: int = 512,
         holdout_fraction: float = 0.0,
         balance_tag: str | None = None,
+        with_audio: bool = True,
     ) -> None:
         if len(shards.row_groups) < world:
             raise ShardContractError(
@@ -244,6 +282,8 @@ class SegmentStream:
         self.shards, self.policy = shards, policy
         self.rank, self.world, self.seed = rank, world, seed
         self.buffer_rows, self.holdout_fraction, self.balance_tag = buffer_rows, holdout_fraction, balance_tag
+        # without audio, records are light to read and to hand between processes; read_audio fetches it
+        self.columns = [c for c in TRAINING_COLUMNS if with_audio or c != "audio"]
 
     def row_groups_of(self, epoch: int) -> list[RowGroupRef]:
         order = list(self.shards.row_groups)
@@ -277,7 +317,7 @@ class SegmentStream:
         factors = self.repeat_factors(epoch) if self.balance_tag else {}
         buffer: list[SegmentRecord] = []
         for ref in self.row_groups_of(epoch):
-            for record in self.shards.records(ref, self.policy):
+            for record in self.shards.records(ref, self.policy, self.columns):
                 if not self._in_split(record.source_id):
                     continue
                 for _ in range(self._copies(record, factors, epoch) if self.balance_tag else 1):
