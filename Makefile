@@ -101,9 +101,11 @@ lint: env
 bench: env
 	$(BIN)/python bench/pipeline_cpu.py
 
-bench-train: env
+bench-train: env $(VOICE_CORPUS)/manifest.jsonl
 	test -f runs/demo/manifest.json || $(BIN)/stylecaps annotate --config configs/demo.yaml --out runs/demo
-	$(BIN)/python bench/train_step.py --run runs/demo
+	test -f $(VOICE_RUN)/manifest.json || $(BIN)/stylecaps annotate --config configs/demo.yaml \
+		--input $(VOICE_CORPUS)/manifest.jsonl --out $(VOICE_RUN)
+	$(BIN)/python bench/train_step.py --run runs/demo --run $(VOICE_RUN)
 
 examples: system-deps
 	$(PYTHON) scripts/make_examples.py --out examples

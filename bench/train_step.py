@@ -1,26 +1,35 @@
 """Training step benchmarks, measured side by side in one run (ratios; our CPU machines are shared).
 
-(a) shards / memory: the step time when batches come from the shards (read, shuffled, planned, FLAC
-    decoded, collated on the prefetch thread, as training does) over the step time on the same
-    batches already collated in memory; in alternating order, for the CPU default and a larger
-    config (a trainable from-scratch conv+transformer). Goal <= 1.10.
+(a) shards / memory: the step time when batches come from the shards (read, shuffled, planned, cropped
+    and collated by the loader's worker process, as training does) over the step time on the same
+    batches already collated in memory; in alternating order, for the CPU default and a larger config
+    (a trainable from-scratch conv+transformer, with the loader process and without: loader_workers 0
+    leaves both cores to torch and makes each batch between steps). Goal <= 1.10. Steady state: both
+    time steps 2..N of a block of at least --min-block-s (the loader's start, a fork and its first
+    batch, is reported apart), and the frozen encoders' caches hold every crop, as from the second
+    epoch of training on. The CPU default is also timed cold (caches emptied before every block: the
+    first epoch), where the step reads, decodes and encodes every crop itself.
 (b) samples per second of each config, from shards.
 (c) Ray Train with 2 workers over 1 worker on the same global batch (2 workers get half the audio
-    seconds each): steady-state step time from two runs of each (N1 and N2 steps: the difference
-    cancels Ray's start, model loading and standardisation).
+    seconds each, 1 CPU each against 2): the ratio of training throughput, the median over steps 21-80 of
+    each run of the samples/s the loop logs to TensorBoard (wall time per step, data included).
 
-    RAY_AUTH_MODE=disabled .venv/bin/python bench/train_step.py --run runs/demo --json bench-train.json
+    RAY_AUTH_MODE=disabled .venv/bin/python bench/train_step.py --json bench-train.json
+    (default: the runs `make demo` trains on, runs/demo and runs/demo-voices; --run RUN, repeated, for others)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +40,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import torch  # noqa: E402
 
-from train.batches import SamplerState  # noqa: E402
+from train.batches import Batch, SamplerState  # noqa: E402
 from train.config import TrainConfig, load_train_config  # noqa: E402
 from train.loop import TrainingSession  # noqa: E402
-from train.prefetch import Prefetcher  # noqa: E402
 
 LARGER_AUDIO = {
     "kind": "conv_transformer",
@@ -46,69 +54,106 @@ LARGER_AUDIO = {
 }
 
 
-def configs(run: str) -> dict[str, TrainConfig]:
+def configs(runs: list[str]) -> dict[str, TrainConfig]:
     base = load_train_config(REPO / "configs" / "train-demo.yaml").model_dump(mode="json")
-    base["data"]["runs"] = [run]
+    base["data"]["runs"] = runs
     base["max_minutes"] = None
     larger = {**base, "model": {**base["model"], "audio": LARGER_AUDIO}}
+    in_process = {**larger, "data": {**base["data"], "loader_workers": 0}}
     return {
         "cpu default (frozen GE2E + MiniLM)": TrainConfig(**base),
         "larger (trainable conv+transformer)": TrainConfig(**larger),
+        # on 2 cores a heavy step may rather keep both for torch and load between steps
+        "larger, loader_workers 0": TrainConfig(**in_process),
     }
 
 
-def timed_steps(session: TrainingSession, batches, first_step: int) -> tuple[float, int]:
+def timed_steps(session: TrainingSession, batches: Iterator[tuple[SamplerState, Batch]], steps: int):
+    """Seconds for steps 2..`steps` (the first one starts the source), rows in them, and the seconds the
+    source took to hand over its first batch."""
+    started = time.perf_counter()
+    _, first = next(batches)
+    first_batch_s = time.perf_counter() - started
+    session.step(first, 0)
     rows, started = 0, time.perf_counter()
-    for offset, batch in enumerate(batches):
-        session.step(batch, first_step + offset)
+    for step, (_, batch) in zip(range(1, steps), batches, strict=False):
+        session.step(batch, step)
         rows += len(batch.texts)
-    return time.perf_counter() - started, rows
+    return time.perf_counter() - started, rows, first_batch_s
 
 
-def shards_over_memory(config: TrainConfig, steps: int, pairs: int) -> dict[str, Any]:
-    torch.set_num_threads(config.cpus_per_worker)
+def shards_over_memory(
+    config: TrainConfig, steps: int, pairs: int, min_block_s: float, cold: bool = False
+) -> dict[str, Any]:
+    torch.set_num_threads(config.step_threads)
     session = TrainingSession(config)
     session.standardise()
     session.model.train()
-    # Warm-up: one pass over the batches we time, so frozen encoders' caches hold every crop either way.
     start = SamplerState()
-    warm = [batch for _, (_, batch) in zip(range(steps), session.batches(0, start), strict=False)]
-    timed_steps(session, warm, 0)
-    in_memory = [batch for _, (_, batch) in zip(range(steps), session.batches(0, start), strict=False)]
+
+    def first_batches(count: int) -> list[tuple[SamplerState, Batch]]:
+        made = list(itertools.islice(session.batches(0, start), count))
+        for _, batch in made:  # cold, the step encodes every crop: in memory they are decoded up front
+            if cold and batch.audio is None:
+                batch.audio = batch.waveforms()[0]
+        return made
+
+    in_memory = first_batches(steps)
+    if not cold:  # a pass over the batches we time, so frozen encoders' caches hold every crop either way
+        timed_steps(session, iter(in_memory), steps)
+        seconds, _, _ = timed_steps(session, iter(in_memory), steps)
+        wanted = math.ceil(min_block_s / (seconds / (steps - 1)))  # a block long enough to be steady
+        if wanted > steps:
+            steps, in_memory = wanted, first_batches(wanted)
+            timed_steps(session, iter(in_memory), steps)
     times: dict[str, list[float]] = {"shards": [], "memory": []}
+    first_batch: list[float] = []
     rows = 0
     for order in [("shards", "memory"), ("memory", "shards")] * pairs:
         for kind in order:
+            if cold:
+                session.model.forget_cached_features()
             if kind == "memory":
-                seconds, rows = timed_steps(session, in_memory, 0)
+                seconds, rows, _ = timed_steps(session, iter(in_memory), steps)
             else:
-                prefetched = Prefetcher(session.batches(0, start))
-                seconds, rows = timed_steps(
-                    session, (b for _, (_, b) in zip(range(steps), prefetched, strict=False)), 0
-                )
-                prefetched.close()
+                loader = session.loader(0, start)
+                seconds, rows, first_s = timed_steps(session, loader, steps)
+                first_batch.append(first_s)
+                del loader
             times[kind].append(seconds)
     ratios = [s / m for s, m in zip(times["shards"], times["memory"], strict=True)]
+    timed = steps - 1
     return {
-        "step_ms_shards": 1000 * statistics.median(times["shards"]) / steps,
-        "step_ms_memory": 1000 * statistics.median(times["memory"]) / steps,
+        "step_ms_shards": 1000 * statistics.median(times["shards"]) / timed,
+        "step_ms_memory": 1000 * statistics.median(times["memory"]) / timed,
         "shards_over_memory": statistics.median(ratios),
         "ratios": ratios,
         "samples_per_s_shards": rows / statistics.median(times["shards"]),
-        "rows_per_batch": rows / steps,
+        "rows_per_batch": rows / timed,
+        "loader_first_batch_s": statistics.median(first_batch),
+        "steps_per_block": steps,
+        "step_threads": config.step_threads,
+        "loader_workers": config.data.loader_workers,
     }
 
 
-def ray_wall(config: TrainConfig, stop_at: int) -> float:
+def ray_samples_per_s(config: TrainConfig, steps: int, skip: int) -> float:
+    """Median samples/s (every worker's rows over each step's wall time, data wait included: the
+    loop's TensorBoard scalar, logged every step here) after the first `skip` steps (Ray's start,
+    standardisation and the first epoch's encoding)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from train.launch import launch
 
     with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        launch(config, folder, export=None, stop_at=stop_at)
-        return time.perf_counter() - started
+        launch(config.model_copy(update={"log_every": 1}), folder, export=None, stop_at=steps)
+        events = EventAccumulator(str(Path(folder) / "tensorboard"))
+        events.Reload()
+        values = [e.value for e in events.Scalars("samples_per_s") if e.step > skip]
+    return statistics.median(values)
 
 
-def ray_two_over_one(config: TrainConfig, short: int, long: int) -> dict[str, Any]:
+def ray_two_over_one(config: TrainConfig, steps: int, skip: int) -> dict[str, Any]:
     budget = config.data.batch_audio_s
     one = config.model_copy(update={"workers": 1, "cpus_per_worker": 2})
     two = config.model_copy(
@@ -118,15 +163,17 @@ def ray_two_over_one(config: TrainConfig, short: int, long: int) -> dict[str, An
             "data": config.data.model_copy(update={"batch_audio_s": budget / 2}),
         }
     )
-    per_step = {}
+    rates = {}
     for name, variant in (("1 worker", one), ("2 workers", two)):
-        walls = {n: ray_wall(variant, n) for n in (short, long)}
-        per_step[name] = (walls[long] - walls[short]) / (long - short)
-        print(f"  Ray Train {name}: {walls} s → {1000 * per_step[name]:.1f} ms/step", flush=True)
+        rates[name] = ray_samples_per_s(variant, steps, skip)
+        print(
+            f"  Ray Train {name}: {rates[name]:.1f} samples/s (median of steps {skip + 1}-{steps})",
+            flush=True,
+        )
     return {
-        "step_ms_1_worker": 1000 * per_step["1 worker"],
-        "step_ms_2_workers": 1000 * per_step["2 workers"],
-        "two_over_one": per_step["2 workers"] / per_step["1 worker"],
+        "samples_per_s_1_worker": rates["1 worker"],
+        "samples_per_s_2_workers": rates["2 workers"],
+        "two_over_one": rates["2 workers"] / rates["1 worker"],
     }
 
 
@@ -134,30 +181,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run", default=str(REPO / "runs" / "demo"))
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    parser.add_argument("--run", action="append", help="a run to train from (repeat; default: the demo's)")
+    parser.add_argument("--steps", type=int, default=20, help="least steps per timed block")
+    parser.add_argument(
+        "--min-block-s", type=float, default=3.0, help="least seconds per warm timed block (more steps)"
+    )
     parser.add_argument("--pairs", type=int, default=2, help="alternating (shards, memory) pairs")
-    parser.add_argument("--ray-steps", type=int, nargs=2, default=(10, 40), help="the two run lengths of (c)")
+    parser.add_argument("--ray-steps", type=int, default=80, help="steps of each Ray Train run in (c)")
+    parser.add_argument("--ray-skip", type=int, default=20, help="first steps of (c) left out (start-up)")
+    parser.add_argument("--no-ray", action="store_true", help="leave out (c)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
     figures: dict[str, Any] = {}
-    candidates = configs(args.run)
-    for name, config in candidates.items():
-        figures[name] = shards_over_memory(config, args.steps, args.pairs)
+    candidates = configs(args.run or [str(REPO / "runs" / name) for name in ("demo", "demo-voices")])
+    default = next(iter(candidates.values()))
+    runs = [(name, config, False) for name, config in candidates.items()]
+    runs.append((f"{next(iter(candidates))}, cold caches", default, True))
+    for name, config, cold in runs:
+        figures[name] = shards_over_memory(config, args.steps, args.pairs, args.min_block_s, cold)
         row = figures[name]
         print(
-            f"{name}: step {row['step_ms_shards']:.0f} ms from shards, "
-            f"{row['step_ms_memory']:.0f} ms in memory, "
-            f"shards/memory {row['shards_over_memory']:.3f} (goal <= 1.10), "
-            f"{row['samples_per_s_shards']:.1f} samples/s, {row['rows_per_batch']:.1f} rows/batch",
+            f"{name}: step {row['step_ms_shards']:.1f} ms from shards, "
+            f"{row['step_ms_memory']:.1f} ms in memory, "
+            f"shards/memory {row['shards_over_memory']:.3f} (goal <= 1.10; blocks {row['ratios']}), "
+            f"{row['samples_per_s_shards']:.1f} samples/s, {row['rows_per_batch']:.1f} rows/batch, "
+            f"loader's first batch {row['loader_first_batch_s']:.2f} s, "
+            f"{row['steps_per_block']} steps/block, "
+            f"{row['step_threads']} torch threads, loader_workers {row['loader_workers']}",
             flush=True,
         )
-    default = next(iter(candidates.values()))
-    figures["ray"] = ray_two_over_one(default, *args.ray_steps)
-    print(
-        f"Ray Train 2 workers / 1 worker, same global batch: {figures['ray']['two_over_one']:.3f}", flush=True
-    )
+    if not args.no_ray:
+        figures["ray"] = ray_two_over_one(default, args.ray_steps, args.ray_skip)
+        two_over_one = figures["ray"]["two_over_one"]
+        print(f"Ray Train 2 workers / 1 worker, same global batch, samples/s: {two_over_one:.3f}", flush=True)
     print(json.dumps(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
