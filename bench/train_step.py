@@ -85,7 +85,7 @@ def timed_steps(session: TrainingSession, batches: Iterator[tuple[SamplerState, 
 def shards_over_memory(
     config: TrainConfig, steps: int, pairs: int, min_block_s: float, cold: bool = False
 ) -> dict[str, Any]:
-    torch.set_num_threads(config.step_threads)
+    torch.set_num_threads(config.cpus_per_worker)
     session = TrainingSession(config)
     session.standardise()
     session.model.train()
@@ -132,7 +132,7 @@ def shards_over_memory(
         "rows_per_batch": rows / timed,
         "loader_first_batch_s": statistics.median(first_batch),
         "steps_per_block": steps,
-        "step_threads": config.step_threads,
+        "step_threads": config.cpus_per_worker,
         "loader_workers": config.data.loader_workers,
     }
 

@@ -39,13 +39,6 @@ def test_stages_follow_each_other_by_step():
     assert config.total_steps == 6
 
 
-def test_the_step_gets_the_cpus_its_loader_processes_leave():
-    config = parse_train_config(tiny_config([], "unused", cpus_per_worker=8, data={"loader_workers": 3}))
-    assert config.step_threads == 5
-    alone = parse_train_config(tiny_config([], "unused", cpus_per_worker=1))
-    assert alone.data.loader_workers == 1 and alone.step_threads == 1
-
-
 @pytest.mark.parametrize("trainable", [True, False], ids=["decoded-by-the-loader", "decoded-by-the-step"])
 def test_loader_processes_make_the_batches_the_training_process_would(synthetic_run, tiny_text, trainable):
     config = tiny_config([synthetic_run], tiny_text)

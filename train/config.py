@@ -182,8 +182,8 @@ class TrainConfig(StrictConfig):
     workers: Annotated[int, Field(gt=0)] = Field(default=1, description="Ray Train workers.")
     cpus_per_worker: Annotated[int, Field(gt=0)] = Field(
         default=1,
-        description="CPUs Ray reserves for each training worker, its loader processes included: the "
-        "step's torch threads are the rest (at least 1).",
+        description="CPUs Ray reserves for each training worker and its step's torch threads; its "
+        "loader processes (data.loader_workers) run beside them.",
     )
     use_gpu: bool = False
     checkpoint_every: Annotated[int, Field(gt=0)] = 200
@@ -192,12 +192,6 @@ class TrainConfig(StrictConfig):
     max_minutes: Positive | None = Field(
         default=None, description="Stop (with a checkpoint and an export) after this wall time."
     )
-
-    @property
-    def step_threads(self) -> int:
-        """torch threads for a worker's step: a loader process busy beside a thread pool that spans
-        every core stalls the pool's parallel regions (measured: bench/train_step.py)."""
-        return max(1, self.cpus_per_worker - self.data.loader_workers)
 
     @property
     def total_steps(self) -> int:

@@ -323,7 +323,7 @@ def train_worker(loop_config: dict[str, Any]) -> LoopResult:
     out = Path(loop_config["out"])
     export_to = Path(loop_config["export"]) if loop_config.get("export") else None
     stop_at = min(loop_config.get("stop_at") or config.total_steps, config.total_steps)
-    torch.set_num_threads(config.step_threads)
+    torch.set_num_threads(config.cpus_per_worker)
     session = TrainingSession(config)
     model, rank = session.model, session.rank
     config_dict = config.model_dump(mode="json")
