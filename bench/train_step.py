@@ -132,7 +132,7 @@ def shards_over_memory(
         "rows_per_batch": rows / timed,
         "loader_first_batch_s": statistics.median(first_batch),
         "steps_per_block": steps,
-        "step_threads": config.cpus_per_worker,
+        "torch_threads": config.cpus_per_worker,
         "loader_workers": config.data.loader_workers,
     }
 
@@ -208,7 +208,7 @@ def main() -> None:
             f"{row['samples_per_s_shards']:.1f} samples/s, {row['rows_per_batch']:.1f} rows/batch, "
             f"loader's first batch {row['loader_first_batch_s']:.2f} s, "
             f"{row['steps_per_block']} steps/block, "
-            f"{row['step_threads']} torch threads, loader_workers {row['loader_workers']}",
+            f"{row['torch_threads']} torch threads, loader_workers {row['loader_workers']}",
             flush=True,
         )
     if not args.no_ray:

@@ -207,24 +207,26 @@ def test_crops_are_random_windows_of_the_maximum_length():
     assert crop(100, 200, random.Random(0)) == (0, 100)
 
 
+def plain_collate(plan, *, max_crop_s: float, seed: int = 0, decode: bool = True):
+    """A single-positive batch without perturbation or groups."""
+    return collate(
+        plan,
+        task=0,
+        rng=random.Random(seed),
+        max_crop_s=max_crop_s,
+        perturber=None,
+        tag_names=(),
+        group_by="segment",
+        decode=decode,
+    )
+
+
 def test_a_batch_left_undecoded_reads_and_decodes_the_same_crops_on_demand(synthetic_run):
     shards = ShardSet([synthetic_run])
     stream = SegmentStream(shards, CaptionPolicy(), buffer_rows=4, with_audio=False)
     plan = list(itertools.islice(stream.epoch(0), 5))
     assert all(r.flac is None for r in plan)  # read without the audio column
-    made = {
-        decode: collate(
-            plan,
-            task=0,
-            rng=random.Random(3),
-            max_crop_s=1.5,
-            perturber=None,
-            tag_names=(),
-            group_by="segment",
-            decode=decode,
-        )
-        for decode in (True, False)
-    }
+    made = {decode: plain_collate(plan, max_crop_s=1.5, seed=3, decode=decode) for decode in (True, False)}
     decoded, lazy = made[True], made[False]
     assert lazy.audio is None and lazy.audio_keys == decoded.audio_keys and lazy.texts == decoded.texts
     assert torch.equal(lazy.audio_lens, decoded.audio_lens)
@@ -242,15 +244,7 @@ def test_audio_that_disagrees_with_duration_s_is_refused_when_decoded(synthetic_
     record = all_records(synthetic_run)[0]
     short = dataclasses.replace(record, duration_s=record.duration_s + 0.5)
     with pytest.raises(ShardContractError, match=f"{record.segment_id}: its audio holds"):
-        collate(
-            [short, all_records(synthetic_run)[1]],
-            task=0,
-            rng=random.Random(0),
-            max_crop_s=30.0,
-            perturber=None,
-            tag_names=(),
-            group_by="segment",
-        )
+        plain_collate([short, all_records(synthetic_run)[1]], max_crop_s=30.0)
 
 
 def test_collate_picks_captions_by_task_and_flips_an_attribute(synthetic_run):

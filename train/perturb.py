@@ -27,15 +27,12 @@ class Perturber:
             for value, words in values.items()
         }
 
-    def _pattern(self, name: str, value: str) -> re.Pattern[str]:
-        return self._patterns[name, value]
-
     def candidates(self, text: str, tags: dict[str, str | None]) -> list[str]:
         """Tags that can be flipped in this caption."""
         return [
             name
             for name, values in self.lexicon.items()
-            if tags.get(name) in values and self._pattern(name, tags[name]).search(text)  # type: ignore[arg-type]
+            if tags.get(name) in values and self._patterns[name, tags[name]].search(text)  # type: ignore[index]
         ]
 
     def perturb(self, text: str, tags: dict[str, str | None], rng: random.Random) -> str | None:
@@ -55,4 +52,4 @@ class Perturber:
             replacement = target_words[index % len(target_words)]
             return replacement.capitalize() if word[0].isupper() else replacement
 
-        return self._pattern(name, current).sub(swap, text)
+        return self._patterns[name, current].sub(swap, text)
