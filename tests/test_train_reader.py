@@ -140,6 +140,33 @@ def test_the_shuffle_mixes_sources_and_changes_per_epoch_but_not_per_run(synthet
     assert first != [r.segment_id for r in stream.epoch(1)]
 
 
+def test_records_read_without_audio_are_kept_for_later_epochs_up_to_the_budget(synthetic_run):
+    def reads_per_epoch(with_audio: bool) -> tuple[list[list[str]], list[int]]:
+        shards = ShardSet([synthetic_run])
+        read, reads = shards.read, []
+
+        def counted(ref, columns=None):
+            reads.append(ref)
+            return read(ref, columns)
+
+        shards.read = counted
+        stream = SegmentStream(shards, CaptionPolicy(), seed=2, with_audio=with_audio, cache_rows=6)
+        orders, counts = [], []
+        for epoch in range(4):
+            if epoch == 3:
+                stream.forget_records()
+            before = len(reads)
+            orders.append([r.segment_id for r in stream.epoch(epoch)])
+            counts.append(len(reads) - before)
+        return orders, counts
+
+    kept_orders, kept_reads = reads_per_epoch(with_audio=False)
+    read_orders, read_reads = reads_per_epoch(with_audio=True)
+    # 8 row groups of 3 rows: a budget of 6 rows keeps the first 2 read (until forgotten); audio never
+    assert kept_reads == [8, 6, 6, 8] and read_reads == [8, 8, 8, 8]
+    assert kept_orders == read_orders  # the same records, in the same shuffled order
+
+
 def test_class_balancing_evens_out_a_tag_on_each_workers_own_rows(tmp_path):
     run = write_run(tmp_path / "run", sources=12, segments_per_source=3, rows_per_shard=3, row_group_rows=3)
     shards = ShardSet([run])

@@ -218,6 +218,7 @@ class TrainingSession:
             holdout_fraction=data.holdout_fraction,
             balance_tag=data.balance_tag,
             with_audio=self.decodes_in_loader,
+            cache_rows=data.cache_rows,
         )
         self.planner = BatchPlanner(
             data.bucket_edges_s, data.batch_audio_s, data.max_batch_size, data.max_crop_s

@@ -2,7 +2,8 @@
 
 It reads only the shards a run's manifest lists (committed ones), checks each file's contract
 version and the columns training needs before any row is read, and streams row group by row group,
-so memory is bounded by a row group and the shuffle buffer, never the corpus.
+so memory is bounded by a row group, the shuffle buffer and the records kept for later epochs (at most
+`cache_rows`, never audio), not by the corpus.
 
 A run keeps its captions beside the audio (pipeline.layers): each shard row group is read with the
 same row group of the chosen caption sets and verdict versions joined in as `captions`; which ones is
@@ -255,6 +256,12 @@ class SegmentStream:
     order would put one source's segments side by side). With `balance_tag`, each row is repeated
     by a seeded repeat factor so every class of that tag comes about as often as the largest one,
     counted on this worker's own rows of the epoch (correct per worker, whatever the split).
+
+    Read without audio, a row group's records are kept for the next epochs up to `cache_rows` rows
+    (about 4 KB a row with 4 captions), as tf.data's `cache()` does: from the second epoch on, the
+    loader draws them from memory instead of reading three Parquet files a row group (shard and
+    caption/verdict parts), the largest part of its work (bench/train_step.py). Row groups past the
+    budget are read every epoch; audio is never kept.
     """
 
     def __init__(
@@ -269,6 +276,7 @@ class SegmentStream:
         holdout_fraction: float = 0.0,
         balance_tag: str | None = None,
         with_audio: bool = True,
+        cache_rows: int = 0,
     ) -> None:
         if len(shards.row_groups) < world:
             raise ShardContractError(
@@ -284,6 +292,25 @@ class SegmentStream:
         self.buffer_rows, self.holdout_fraction, self.balance_tag = buffer_rows, holdout_fraction, balance_tag
         # without audio, records are light to read and to hand between processes; read_audio fetches it
         self.columns = [c for c in TRAINING_COLUMNS if with_audio or c != "audio"]
+        self.cache_rows = 0 if with_audio else cache_rows
+        self._kept: dict[RowGroupRef, list[SegmentRecord]] = {}
+        self._kept_rows = 0
+
+    def forget_records(self) -> None:
+        """Drop the kept records: the next epoch reads every row group again, as the first one did."""
+        self._kept.clear()
+        self._kept_rows = 0
+
+    def records(self, ref: RowGroupRef) -> list[SegmentRecord]:
+        """A row group's records, from memory once kept (records are immutable)."""
+        kept = self._kept.get(ref)
+        if kept is not None:
+            return kept
+        records = list(self.shards.records(ref, self.policy, self.columns))
+        if self._kept_rows + ref.rows <= self.cache_rows:
+            self._kept[ref] = records
+            self._kept_rows += ref.rows
+        return records
 
     def row_groups_of(self, epoch: int) -> list[RowGroupRef]:
         order = list(self.shards.row_groups)
@@ -317,7 +344,7 @@ class SegmentStream:
         factors = self.repeat_factors(epoch) if self.balance_tag else {}
         buffer: list[SegmentRecord] = []
         for ref in self.row_groups_of(epoch):
-            for record in self.shards.records(ref, self.policy, self.columns):
+            for record in self.records(ref):
                 if not self._in_split(record.source_id):
                     continue
                 for _ in range(self._copies(record, factors, epoch) if self.balance_tag else 1):
