@@ -1,18 +1,22 @@
 """Training step benchmarks, measured side by side in one run (ratios; our CPU machines are shared).
 
 (a) shards / memory: the step time when batches come from the shards (read, shuffled, planned, cropped
-    and collated by the loader's worker process, as training does) over the step time on the same
-    batches already collated in memory; in alternating order, for the CPU default and a larger config
-    (a trainable from-scratch conv+transformer, with the loader process and without: loader_workers 0
-    leaves both cores to torch and makes each batch between steps). Goal <= 1.10. Steady state: both
+    and collated by the loader, as training does: on the training process between steps, or in one
+    loader process beside it) over the step time on the same batches already collated in memory; in
+    alternating order, for the CPU default (configs/train-demo.yaml) and a larger config (a trainable
+    from-scratch conv+transformer), each with three loader settings: on the training process (the demo
+    config's), one loader process beside the step's 2 torch threads, one loader process with a core of
+    its own (1 torch thread: the in-memory step then has 1 thread too). Goal <= 1.10. Steady state: both
     time steps 2..N of a block of at least --min-block-s (the loader's start, a fork and its first
-    batch, is reported apart), and the frozen encoders' caches hold every crop, as from the second
-    epoch of training on. The CPU default is also timed cold (caches emptied before every block: the
-    first epoch), where the step reads, decodes and encodes every crop itself.
+    batch, is reported apart), the frozen encoders' caches hold every crop and the loader keeps every
+    row's record (data.cache_rows), as from the second epoch of training on. The CPU default is also
+    timed cold (both emptied before every block: the first epoch), where the step reads, decodes and
+    encodes every crop itself and the loader reads every row group.
 (b) samples per second of each config, from shards.
-(c) Ray Train with 2 workers over 1 worker on the same global batch (2 workers get half the audio
-    seconds each, 1 CPU each against 2): the ratio of training throughput, the median over steps 21-80 of
-    each run of the samples/s the loop logs to TensorBoard (wall time per step, data included).
+(c) Ray Train with 2 workers over 1 worker on the same global batch, for both configs with the demo
+    config's loader setting (2 workers get half the audio seconds each, 1 CPU each against 2): the
+    ratio of training throughput, the median over steps 21-80 of each run of the samples/s the loop
+    logs to TensorBoard (wall time per step, data included).
 
     RAY_AUTH_MODE=disabled .venv/bin/python bench/train_step.py --json bench-train.json
     (default: the runs `make demo` trains on, runs/demo and runs/demo-voices; --run RUN, repeated, for others)
@@ -54,18 +58,37 @@ LARGER_AUDIO = {
 }
 
 
-def configs(runs: list[str]) -> dict[str, TrainConfig]:
+def configs(runs: list[str]) -> dict[str, dict[str, TrainConfig]]:
+    """The CPU default and the larger config, each with the demo config's loader setting first (the
+    cold and Ray figures use it), then one loader process beside 2 torch threads, then one loader
+    process with a core of its own (1 torch thread)."""
     base = load_train_config(REPO / "configs" / "train-demo.yaml").model_dump(mode="json")
     base["data"]["runs"] = runs
     base["max_minutes"] = None
-    larger = {**base, "model": {**base["model"], "audio": LARGER_AUDIO}}
-    in_process = {**larger, "data": {**base["data"], "loader_workers": 0}}
-    return {
-        "cpu default (frozen GE2E + MiniLM)": TrainConfig(**base),
-        "larger (trainable conv+transformer)": TrainConfig(**larger),
-        # on 2 cores a heavy step may rather keep both for torch and load between steps
-        "larger, loader_workers 0": TrainConfig(**in_process),
+    own = base["data"]["loader_workers"]
+    settings = {
+        "loader on the training process" if own == 0 else f"loader_workers {own}": (own, 2),
+        "loader_workers 1": (1, 2),
+        "loader_workers 1, 1 torch thread": (1, 1),
     }
+    made: dict[str, dict[str, TrainConfig]] = {}
+    for name, audio in (
+        ("cpu default (frozen GE2E + MiniLM)", None),
+        ("larger (trainable conv+transformer)", LARGER_AUDIO),
+    ):
+        model = base["model"] if audio is None else {**base["model"], "audio": audio}
+        made[name] = {
+            setting: TrainConfig(
+                **{
+                    **base,
+                    "model": model,
+                    "cpus_per_worker": threads,
+                    "data": {**base["data"], "loader_workers": workers},
+                }
+            )
+            for setting, (workers, threads) in settings.items()
+        }
+    return made
 
 
 def timed_steps(session: TrainingSession, batches: Iterator[tuple[SamplerState, Batch]], steps: int):
@@ -113,6 +136,7 @@ def shards_over_memory(
         for kind in order:
             if cold:
                 session.model.forget_cached_features()
+                session.stream.forget_records()
             if kind == "memory":
                 seconds, rows, _ = timed_steps(session, iter(in_memory), steps)
             else:
@@ -194,10 +218,15 @@ def main() -> None:
     args = parser.parse_args()
 
     figures: dict[str, Any] = {}
-    candidates = configs(args.run or [str(REPO / "runs" / name) for name in ("demo", "demo-voices")])
-    default = next(iter(candidates.values()))
-    runs = [(name, config, False) for name, config in candidates.items()]
-    runs.append((f"{next(iter(candidates))}, cold caches", default, True))
+    models = configs(args.run or [str(REPO / "runs" / name) for name in ("demo", "demo-voices")])
+    owns = {model: next(iter(settings.items())) for model, settings in models.items()}
+    default_name, (default_setting, default) = next(iter(owns.items()))
+    runs = [
+        (f"{model}, {setting}", config, False)
+        for model, settings in models.items()
+        for setting, config in settings.items()
+    ]
+    runs.append((f"{default_name}, {default_setting}, cold caches", default, True))
     for name, config, cold in runs:
         figures[name] = shards_over_memory(config, args.steps, args.pairs, args.min_block_s, cold)
         row = figures[name]
@@ -212,9 +241,13 @@ def main() -> None:
             flush=True,
         )
     if not args.no_ray:
-        figures["ray"] = ray_two_over_one(default, args.ray_steps, args.ray_skip)
-        two_over_one = figures["ray"]["two_over_one"]
-        print(f"Ray Train 2 workers / 1 worker, same global batch, samples/s: {two_over_one:.3f}", flush=True)
+        for model, (setting, config) in owns.items():
+            figures[f"ray, {model}"] = ray = ray_two_over_one(config, args.ray_steps, args.ray_skip)
+            print(
+                f"Ray Train 2 workers / 1 worker, {model}, {setting}, same global batch, samples/s: "
+                f"{ray['two_over_one']:.3f}",
+                flush=True,
+            )
     print(json.dumps(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
